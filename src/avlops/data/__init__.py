@@ -1,0 +1,1 @@
+"""Datasets: the clip contract, manifests, importers, the synthetic corpus and DVC versioning."""

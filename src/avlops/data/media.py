@@ -1,0 +1,67 @@
+"""Media probing with PyAV (bundled FFmpeg): is a file decodable, and what does it hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+__all__ = ["MediaError", "MediaInfo", "probe"]
+
+
+class MediaError(ValueError):
+    """A media file that cannot be opened or decoded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    has_video: bool
+    has_audio: bool
+    duration_s: float | None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
+def probe(path: Path, *, decode: bool = True) -> MediaInfo:
+    """Open ``path`` and describe it; with ``decode`` also decode the first frame of each stream.
+
+    Raises :class:`MediaError` when the file is missing, unreadable, holds no audio or video stream, or (with
+    ``decode``) a stream yields no frame.
+    """
+    if not path.is_file():
+        raise MediaError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: file is empty")
+    try:
+        with av.open(str(path)) as container:
+            vstreams = [s for s in container.streams if s.type == "video"]
+            astreams = [s for s in container.streams if s.type == "audio"]
+            if not vstreams and not astreams:
+                raise MediaError(f"{path}: no audio or video stream")
+            duration = float(container.duration) / av.time_base if container.duration else None
+            info = MediaInfo(
+                path=str(path),
+                has_video=bool(vstreams),
+                has_audio=bool(astreams),
+                duration_s=duration,
+                width=vstreams[0].codec_context.width if vstreams else None,
+                height=vstreams[0].codec_context.height if vstreams else None,
+                fps=float(vstreams[0].average_rate) if vstreams and vstreams[0].average_rate else None,
+                sample_rate=astreams[0].codec_context.sample_rate if astreams else None,
+                channels=astreams[0].codec_context.channels if astreams else None,
+            )
+            if decode:
+                for stream in (*vstreams[:1], *astreams[:1]):
+                    container.seek(0)
+                    if next(iter(container.decode(stream)), None) is None:
+                        raise MediaError(f"{path}: {stream.type} stream has no decodable frame")
+            return info
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, StopIteration) as err:
+        raise MediaError(f"{path}: cannot decode: {err}") from None
