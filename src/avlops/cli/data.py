@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = dsub.add_parser(
         "check",
         help="check a manifest against the dataset contract and its media",
-        description="Check every record of a manifest: schema, unique ids, paths inside the dataset root, media present "
-        "and decodable. Bad records are listed with file:line and reason and written to a quarantine file; "
+        description="Check every record of a manifest: schema, unique ids, paths inside the dataset root, media "
+        "present and decodable. Bad records are listed with file:line and reason and written to a quarantine file; "
         "the good ones are kept. Exits 1 only when the bad fraction passes --max-bad-fraction.",
     )
     c.add_argument("--manifest", type=Path, help="manifest JSONL (default: from --params [check])")
@@ -33,10 +33,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--no-decode", action="store_true", help="only open media, do not decode a frame")
     c.set_defaults(handler=run_check)
 
-    from avlops.cli import data_import, synth  # noqa: PLC0415 - the subcommands live in their own modules
+    from avlops.cli import data_import, synth, version  # the subcommands live in their own modules
 
     synth.register(dsub)
     data_import.register(dsub)
+    version.register(dsub)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -49,7 +50,8 @@ def run_check(args: argparse.Namespace) -> int:
     manifest = Path(cfg.manifest)
     report = check_manifest(manifest, decode=not args.no_decode)
     report_dir = Path(cfg.report_dir) if cfg.report_dir else manifest.parent
-    summary = report.summary() | {"max_bad_fraction": cfg.max_bad_fraction, "passed": report.passed(cfg.max_bad_fraction)}
+    passed = report.passed(cfg.max_bad_fraction)
+    summary = report.summary() | {"max_bad_fraction": cfg.max_bad_fraction, "passed": passed}
     write_quarantine(report_dir / "quarantine.jsonl", report.problems)
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if args.clean_manifest:
@@ -65,7 +67,7 @@ def run_check(args: argparse.Namespace) -> int:
         f"splits {summary['by_split']}; audio types {summary['by_audio_type']}"
     )
     print(f"quarantine: {report_dir / 'quarantine.jsonl'}  summary: {report_dir / 'summary.json'}")
-    if not report.passed(cfg.max_bad_fraction):
+    if not passed:
         print("check FAILED: " + ("no records" if report.total == 0 else "too many bad records"))
         return ExitCode.FAILED
     return ExitCode.OK

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,12 +25,12 @@ __all__ = [
     "CheckReport",
     "LocatedRecord",
     "Problem",
-    "check_records",
     "check_manifest",
+    "check_records",
     "read_manifest",
-    "write_quarantine",
     "write_jsonl_atomic",
     "write_manifest",
+    "write_quarantine",
 ]
 
 
@@ -83,10 +84,10 @@ class CheckReport:
 
     def summary(self) -> dict[str, Any]:
         kept = self.records
-        by = lambda attr: {  # noqa: E731 - local counting helper
-            str(k): sum(1 for r in kept if str(getattr(r, attr)) == str(k))
-            for k in sorted({str(getattr(r, attr)) for r in kept})
-        }
+
+        def by(attr: str) -> dict[str, int]:
+            return dict(sorted(Counter(str(getattr(r, attr)) for r in kept).items()))
+
         return {
             "source": self.source,
             "records": self.total,
@@ -159,12 +160,7 @@ def _media_reasons(rec: ClipRecord, root: Path, decode: bool) -> list[str]:
             video_has_audio = info.has_audio
         elif not info.has_audio:
             reasons.append(f"audio: {rel} has no audio stream")
-    if (
-        not reasons
-        and rec.audio is None
-        and not video_has_audio
-        and rec.audio_type is not AudioType.UNKNOWN
-    ):
+    if not reasons and rec.audio is None and not video_has_audio and rec.audio_type is not AudioType.UNKNOWN:
         reasons.append(f"audio_type is {rec.audio_type.value!r} but the video has no audio track and no audio is given")
     return reasons
 
@@ -189,7 +185,10 @@ def check_records(
         cid = e.record.clip_id
         if cid in first_seen:
             prev = first_seen[cid]
-            where = f"line {prev.line}" if prev.line is not None else prev.source
+            if prev.line is None:
+                where = prev.source
+            else:  # name the file only when the duplicate comes from another one (importers read several)
+                where = f"line {prev.line}" if prev.source == e.source else f"{prev.source}:{prev.line}"
             report.problems.append(Problem(e.source, e.line, cid, (f"duplicate clip_id (first seen on {where})",)))
         else:
             first_seen[cid] = e

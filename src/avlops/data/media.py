@@ -33,14 +33,14 @@ def probe(path: Path, *, decode: bool = True) -> MediaInfo:
     Raises :class:`MediaError` when the file is missing, unreadable, holds no audio or video stream, or (with
     ``decode``) a stream yields no frame.
     """
-    if not path.is_file():
-        raise MediaError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{path}: file is empty")
     try:
+        if not path.is_file():
+            raise MediaError(f"{path}: file not found")
+        if path.stat().st_size == 0:
+            raise MediaError(f"{path}: file is empty")
         with av.open(str(path)) as container:
-            vstreams = [s for s in container.streams if s.type == "video"]
-            astreams = [s for s in container.streams if s.type == "audio"]
+            vstreams = list(container.streams.video)
+            astreams = list(container.streams.audio)
             if not vstreams and not astreams:
                 raise MediaError(f"{path}: no audio or video stream")
             duration = float(container.duration) / av.time_base if container.duration else None

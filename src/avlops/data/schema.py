@@ -60,9 +60,21 @@ class MediaPathError(ValueError):
     """A media path that is absolute or escapes the dataset root; it is never opened."""
 
 
+#: Lone surrogates come from undecodable bytes or ``\\udcxx`` escapes; they cannot be written as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: What a caption may not hold: control characters, the replacement character, lone surrogates.
+_BAD_CAPTION_CHAR = re.compile("[\x00-\x1f\ufffd\ud800-\udfff]")
+
+
+def _has_surrogate(s: str) -> bool:
+    return _SURROGATE.search(s) is not None
+
+
 def _check_relative(p: str) -> str:
     if not p or not p.strip():
         raise ValueError("empty path")
+    if _has_surrogate(p):
+        raise ValueError(f"path {p!r} contains undecodable bytes")
     if "\\" in p or "\x00" in p:
         raise ValueError(f"path {p!r} contains a backslash or NUL")
     pp = PurePosixPath(p)
@@ -94,7 +106,7 @@ class ClipRecord(BaseModel):
     @field_validator("clip_id")
     @classmethod
     def _clip_id(cls, v: str) -> str:
-        if not CLIP_ID_PATTERN.match(v):
+        if not CLIP_ID_PATTERN.fullmatch(v):  # not match(): its "$" would let a trailing newline in
             raise ValueError(f"clip_id {v!r} must be 1-200 characters of letters, digits, '_', '-', '.', ':'")
         return v
 
@@ -115,7 +127,7 @@ class ClipRecord(BaseModel):
                 raise ValueError(f"caption {i} is empty or whitespace")
             if len(text) > MAX_CAPTION_CHARS:
                 raise ValueError(f"caption {i} has {len(text)} characters (limit {MAX_CAPTION_CHARS})")
-            if any(ord(ch) < 32 for ch in text) or "\ufffd" in text:
+            if _BAD_CAPTION_CHAR.search(text):
                 raise ValueError(f"caption {i} contains control characters or undecodable bytes")
             out.append(text)
         return out
@@ -125,6 +137,15 @@ class ClipRecord(BaseModel):
     def _source(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("source is empty")
+        if _has_surrogate(v):
+            raise ValueError("source contains undecodable bytes")
+        return v
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, v: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        if any(_has_surrogate(k) or (isinstance(x, str) and _has_surrogate(x)) for k, x in v.items()):
+            raise ValueError("contains undecodable bytes")
         return v
 
     @model_validator(mode="after")
@@ -176,8 +197,11 @@ def resolve_media(root: Path, rel: str) -> Path:
         _check_relative(rel)
     except ValueError as err:
         raise MediaPathError(str(err)) from None
-    base = root.resolve()
-    target = (base / rel).resolve()
+    try:
+        base = root.resolve()
+        target = (base / rel).resolve()
+    except (OSError, RuntimeError) as err:  # Python 3.11 raises RuntimeError on a symlink loop
+        raise MediaPathError(f"path {rel!r} cannot be resolved: {err}") from None
     if not target.is_relative_to(base):
         raise MediaPathError(f"path {rel!r} resolves outside the dataset root")
     return target
