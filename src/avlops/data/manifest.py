@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @dataclass(frozen=True)
 class Problem:
     """A record that was not kept: where it came from and every reason."""
@@ -231,6 +235,7 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
                 fh.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a manifest is as readable as any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
