@@ -1,0 +1,229 @@
+"""The pre-training task: one batch through :class:`VLAModel`, the losses of :mod:`avlops.losses`, weighted by config.
+
+``compute_losses`` is what a training step calls; ``similarity_matrix`` and ``generate_captions`` are the same
+scoring and decoding for evaluation, so training and evaluation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avlops.losses import (
+    IGNORE_INDEX,
+    CaptionObjective,
+    ModalityGroup,
+    ObjectiveConfig,
+    Similarity,
+    caption_inputs,
+    caption_loss,
+    coarse_similarity,
+    fine_similarity,
+    info_nce,
+    masked_mean,
+    spec_augment,
+)
+from avlops.models.vla import MaskedFeatures, TextFeatures, VLAModel, VLAOutput, text_token_mask
+
+__all__ = [
+    "Batch",
+    "GroupFeatures",
+    "LossOutput",
+    "caption_memory",
+    "compute_losses",
+    "generate_captions",
+    "group_features",
+    "similarity_matrix",
+    "trim_tokens",
+]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch (B clips, one caption each)."""
+
+    tokens: Tensor  # [B, L] int64 CLIP BPE ids
+    frames: Tensor  # [B, F, 3, H, W] CLIP-normalised
+    fbank: Tensor  # [B, S, M, T] normalised fbank slices (zeros without audio)
+    has_audio: Tensor  # [B] bool
+    audio_type_weight: Tensor  # [B] float in [0, 1] (avlops.models.vla.audio_type_weight)
+    video_mask: Tensor | None = None  # [B, F] bool, False = padded frame
+    audio_mask: Tensor | None = None  # [B, S] bool, False = padded slice
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        def move(t: Tensor) -> Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return Batch(
+            move(self.tokens),
+            move(self.frames),
+            move(self.fbank),
+            move(self.has_audio),
+            move(self.audio_type_weight),
+            None if self.video_mask is None else move(self.video_mask),
+            None if self.audio_mask is None else move(self.audio_mask),
+        )
+
+
+def trim_tokens(batch: Batch) -> Batch:
+    """Drop the token columns after the longest caption's EOT ([B, 77] -> [B, L_max]); the results do not change."""
+    length = int(text_token_mask(batch.tokens).sum(dim=1).max())
+    return batch if length == batch.tokens.shape[1] else replace(batch, tokens=batch.tokens[:, :length])
+
+
+class LossOutput(NamedTuple):
+    total: Tensor  # scalar to backpropagate
+    terms: dict[str, Tensor]  # detached scalars for logging: "mga", "mga/tv", …, "mgc", "mgc/tav", "audio_self"
+
+
+class GroupFeatures(NamedTuple):
+    feats: Tensor  # [B, N, C] frames, audio slices or both
+    mask: Tensor  # [B, N] bool
+    weight_logits: Tensor  # [B, N] fine-grained token-weight logits
+    rows: Tensor | None  # [B'] clips that take part (T–A: clips with audio); None = all
+
+
+def _weights(head: nn.Module, feats: Tensor) -> Tensor:
+    """Per-token weight logits [B, N] from the model's head on L2-normalised features [B, N, C] (VALOR)."""
+    logits: Tensor = head(F.normalize(feats, dim=-1))  # [B, N, 1]
+    return logits.squeeze(-1)
+
+
+def _masks(batch: Batch, video: Tensor, audio: Tensor) -> tuple[Tensor, Tensor]:
+    """Video mask [B, F] and audio mask [B, S] (slices of clips without audio are masked)."""
+    video_mask = batch.video_mask.bool() if batch.video_mask is not None else video.new_ones(video.shape[:2]).bool()
+    audio_mask = batch.has_audio.bool()[:, None].expand(-1, audio.shape[1])  # [B, S]
+    if batch.audio_mask is not None:
+        audio_mask = audio_mask & batch.audio_mask.bool()
+    return video_mask, audio_mask
+
+
+def group_features(model: VLAModel, out: VLAOutput, batch: Batch, group: ModalityGroup) -> GroupFeatures:
+    """The non-text side of a group: its features, mask, token-weight logits, and which clips take part."""
+    video_mask, audio_mask = _masks(batch, out.video, out.audio)
+    if group is ModalityGroup.T_V:
+        return GroupFeatures(out.video, video_mask, _weights(model.video_weight_head, out.video), None)
+    if group is ModalityGroup.T_A:
+        rows = batch.has_audio.bool().nonzero().squeeze(-1)  # [B']
+        a = out.audio[rows]  # [B', S, C]
+        return GroupFeatures(a, audio_mask[rows], _weights(model.audio_weight_head, a), rows)
+    weights = torch.cat([_weights(model.video_weight_head, out.video), _weights(model.audio_weight_head, out.audio)], 1)
+    return GroupFeatures(out.audiovisual.feats, out.audiovisual.mask, weights, None)  # [B, F+S, C], [B, F+S]
+
+
+def similarity_matrix(model: VLAModel, text: TextFeatures, other: GroupFeatures, cfg: ObjectiveConfig) -> Tensor:
+    """Text [Nt] × group side [Nx] similarity [Nt, Nx] as the objective defines it (fine or coarse)."""
+    if cfg.similarity is Similarity.COARSE:
+        return coarse_similarity(text.pooled, other.feats, other.mask)
+    text_w = _weights(model.text_weight_head, text.token_feats) if cfg.weighted_tokens else None
+    other_w = other.weight_logits if cfg.weighted_tokens else None
+    return fine_similarity(text.token_feats, text.token_mask, other.feats, other.mask, text_w, other_w)
+
+
+def _select(text: TextFeatures, rows: Tensor | None) -> TextFeatures:
+    return text if rows is None else TextFeatures(*(t[rows] for t in text))
+
+
+def caption_memory(
+    model: VLAModel, video: Tensor, audio: Tensor, batch: Batch, group: ModalityGroup
+) -> tuple[MaskedFeatures, Tensor | None]:
+    """Decoder memory for a group from video [B, F, C] and audio [B, S, C] features (T–AV: VALOR's concat), and
+    the clips it covers (T–A: clips with audio; None = all)."""
+    video_mask, audio_mask = _masks(batch, video, audio)
+    if group is ModalityGroup.T_V:
+        return model.caption_memory(video=video, video_mask=video_mask), None
+    if group is ModalityGroup.T_A:
+        rows = batch.has_audio.bool().nonzero().squeeze(-1)  # [B']
+        return model.caption_memory(audio=audio[rows], audio_mask=audio_mask[rows]), rows
+    return model.caption_memory(video, audio, video_mask, audio_mask), None
+
+
+def compute_losses(
+    model: VLAModel, batch: Batch, cfg: ObjectiveConfig, generator: torch.Generator | None = None
+) -> LossOutput:
+    """total = alpha·mean_g InfoNCE(T–g) + caption.weight·mean_g CE(caption | g) (+ audio_self.weight·L_audio).
+
+    Groups that need audio use only the clips that have it and are skipped when fewer than 2 (contrastive) or 0
+    (caption) clips do. ``generator`` (CPU) drives caption masking and SpecAugment, for reproducible steps.
+    """
+    batch = trim_tokens(batch)
+    out = model(
+        batch.tokens,
+        batch.frames,
+        batch.fbank,
+        batch.audio_type_weight,
+        batch.has_audio,
+        batch.video_mask,
+        batch.audio_mask,
+    )
+    terms: dict[str, Tensor] = {}
+    total = model.logit_scale * 0.0  # keeps a graph even if every term is skipped
+    scale = model.logit_scale.exp().clamp(max=cfg.max_logit_scale)
+
+    mga = []
+    for group in cfg.groups:
+        other = group_features(model, out, batch, group)
+        if other.feats.shape[0] < 2:
+            continue
+        loss = info_nce(similarity_matrix(model, _select(out.text, other.rows), other, cfg), scale)
+        terms[f"mga/{group.value}"] = loss
+        mga.append(loss)
+    if mga:
+        terms["mga"] = torch.stack(mga).mean()
+        total = total + cfg.alpha * terms["mga"]
+
+    if cfg.caption is not None:
+        mgc = []
+        for group in cfg.caption.groups:
+            memory, rows = caption_memory(model, out.video, out.audio, batch, group)
+            tokens = batch.tokens if rows is None else batch.tokens[rows]
+            if tokens.shape[0] == 0:
+                continue
+            inputs, labels = caption_inputs(tokens, cfg.caption, model.mask_token_id, generator)
+            targets = labels != IGNORE_INDEX  # [B', L']: the LM head runs only where there is a label
+            logits = model.caption_logits(inputs, memory.feats, memory.mask, targets)  # [n_targets, V]
+            loss = caption_loss(logits, labels[targets], cfg.caption.label_smoothing)
+            terms[f"mgc/{group.value}"] = loss
+            mgc.append(loss)
+        if mgc:
+            terms["mgc"] = torch.stack(mgc).mean()
+            total = total + cfg.caption.weight * terms["mgc"]
+
+    if cfg.audio_self is not None:
+        _, audio_mask = _masks(batch, out.video, out.audio)
+        rows = batch.has_audio.bool().nonzero().squeeze(-1)
+        if rows.numel() >= 2:
+            if generator is None:  # fresh masks each call, drawn from the global RNG
+                generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+            augmented = spec_augment(batch.fbank[rows], generator, cfg.audio_self.spec_augment)
+            z = masked_mean(out.audio[rows], audio_mask[rows])  # [B', C]
+            z_aug = masked_mean(model.encode_audio(augmented, batch.audio_type_weight[rows]), audio_mask[rows])
+            loss = info_nce(F.normalize(z, dim=-1) @ F.normalize(z_aug, dim=-1).T, scale)
+            terms["audio_self"] = loss
+            total = total + cfg.audio_self.weight * loss
+
+    return LossOutput(total, {k: v.detach() for k, v in terms.items()})
+
+
+@torch.no_grad()
+def generate_captions(
+    model: VLAModel,
+    batch: Batch,
+    cfg: ObjectiveConfig,
+    group: ModalityGroup = ModalityGroup.T_AV,
+    max_len: int = 30,
+    beam_size: int = 3,
+) -> Tensor:
+    """Caption every clip of ``batch`` from ``group``'s memory, decoding the way the objective trained the decoder.
+
+    Returns token ids [B', n] (SOT … EOT, zero-padded); for T–A only the clips with audio.
+    """
+    style = (cfg.caption or CaptionObjective()).style
+    video = model.encode_video(batch.frames)  # [B, F, C]
+    audio = model.encode_audio(batch.fbank, batch.audio_type_weight)  # [B, S, C]
+    memory, _ = caption_memory(model, video, audio, batch, group)
+    return model.generate(memory.feats, memory.mask, max_len=max_len, beam_size=beam_size, style=style)
