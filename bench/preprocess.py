@@ -1,16 +1,23 @@
 """Benchmark ``avlops preprocess``: clips/s with the worker pool against one process and against pure decoding.
 
-    uv run python bench/preprocess.py [--clips 100] [--repeats 2] [--scenario synth web] [--results bench/results]
+    uv run python bench/preprocess.py [--clips 200] [--repeats 3] [--scenario synth synth-params web]
+                                      [--results bench/results]
 
-For each scenario the bench writes ``--clips`` mp4s itself with PyAV (H.264 + AAC), then times, in alternation
-``--repeats`` times (best run counts, which keeps a shared machine's noise out of the ratios as far as possible):
+Corpora (``--clips`` mp4s each): ``synth``, the project's own synthetic corpus from ``avlops data synth`` (64 px, 3 s,
+8 fps, 16 kHz mono with tones and spoken words); ``web``, small web-like videos written here with PyAV (320×240, 5 s,
+25 fps, 44.1 kHz stereo, H.264 + AAC). Scenarios: ``synth`` and ``web`` preprocess with the VALOR defaults of
+``PreprocessConfig`` (224 px, 4 train / 8 eval frames, 22050 Hz, 2 × 512-frame fbank slices, 77 tokens, float32);
+``synth-params`` with the project's ``params.yaml`` [preprocess] section (what ``dvc repro`` runs).
+
+Each scenario times, in alternation ``--repeats`` times (best run counts, which keeps a shared machine's noise out of
+the ratios as far as possible):
 
 - ``decode``: open each clip and decode every video frame and every audio frame, nothing else: the ceiling;
-- ``preprocess``: :func:`preprocess_manifest` with the VALOR defaults (224 px, 4 train / 8 eval frames, 22050 Hz,
-  2 fbank slices of 512 frames, 77 tokens, float32 shards), from an empty output folder;
+- ``preprocess``: :func:`preprocess_manifest` from an empty output folder;
 
-each with one process and with one worker process per core. It also checks that the single-process and pool outputs
-are byte-identical. Writes ``preprocess.json`` (every number) and ``preprocess.md`` (tables plus the machine).
+each with one process and with one worker process per core, and measures before each repeat how many cores the
+machine actually gave (other jobs share it). It also checks that single-process and pool outputs are byte-identical.
+Writes ``preprocess.json`` (every number) and ``preprocess.md`` (tables plus the machine).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -36,15 +44,33 @@ import numpy as np
 import torch
 
 import avlops
+from avlops.config import load_section
+from avlops.data.params import SynthConfig
+from avlops.data.synth import generate_corpus
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.pipeline import preprocess_manifest
 from avlops.preprocessing.text import get_tokenizer
 
 #: name → (width, height, seconds, fps, sample rate, channels)
-SCENARIOS: dict[str, tuple[int, int, float, int, int, int]] = {
-    "synth": (64, 64, 3.0, 8, 16000, 1),  # like the synthetic corpus (`avlops data synth` defaults)
+_SYNTH = SynthConfig()
+#: corpus name → (width, height, seconds, fps, sample rate, channels)
+CORPORA: dict[str, tuple[int, int, float, int, int, int]] = {
+    "synth": (_SYNTH.size, _SYNTH.size, _SYNTH.seconds, _SYNTH.fps, _SYNTH.sample_rate, 1),  # `avlops data synth`
     "web": (320, 240, 5.0, 25, 44100, 2),  # a small web video: 125 frames, stereo 44.1 kHz
 }
+PARAMS_YAML = Path(__file__).resolve().parent.parent / "params.yaml"
+#: scenario → (corpus, preprocessing config: "valor" = PreprocessConfig defaults, "params" = params.yaml [preprocess])
+SCENARIOS: dict[str, tuple[str, str]] = {
+    "synth": ("synth", "valor"),
+    "synth-params": ("synth", "params"),
+    "web": ("web", "valor"),
+}
+
+
+def scenario_config(kind: str) -> PreprocessConfig:
+    if kind == "params":
+        return load_section(PARAMS_YAML, "preprocess", PreprocessConfig)
+    return PreprocessConfig()
 
 
 def write_clip(path: Path, spec: tuple[int, int, float, int, int, int], seed: int) -> None:
@@ -78,6 +104,7 @@ def write_clip(path: Path, spec: tuple[int, int, float, int, int, int], seed: in
 
 
 def write_corpus(folder: Path, spec: tuple[int, int, float, int, int, int], clips: int) -> Path:
+    """Gradient clips with a noisy tone, 80/10/10 train/val/test; returns the manifest."""
     folder.mkdir(parents=True)
     lines = []
     for i in range(clips):
@@ -104,6 +131,24 @@ def decode_all(path: str) -> int:
 
 def _init() -> None:
     torch.set_num_threads(1)
+
+
+def _spin(seconds: float) -> int:
+    """Pure-Python busy loop for ``seconds`` of wall time; returns the iterations done (a measure of CPU received)."""
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def effective_cores(workers: int, seconds: float = 0.5) -> float:
+    """How many cores this machine gives us right now: CPU work done by ``workers`` concurrent spinners over the
+    work one spinner does alone (2.0 on an idle 2-core machine; less when other jobs compete)."""
+    one = _spin(seconds)
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        many = sum(pool.map(_spin, [seconds] * workers))
+    return round(many / one, 2)
 
 
 def time_decode(paths: list[str], workers: int) -> float:
@@ -154,12 +199,26 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_scenario(name: str, clips: int, repeats: int, workers: int, tmp: Path) -> dict[str, Any]:
-    spec = SCENARIOS[name]
+def make_corpus(corpus: str, clips: int, tmp: Path) -> Path:
+    """The corpus's manifest under ``tmp/corpus``, made on first use."""
+    manifest = tmp / corpus / "manifest.jsonl"
+    if manifest.is_file():
+        return manifest
     t0 = time.perf_counter()
-    manifest = write_corpus(tmp / name, spec, clips)
-    print(f"[{name}] wrote {clips} clips in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    paths = sorted(str(p) for p in (tmp / name).glob("*.mp4"))
+    if corpus == "synth":
+        generate_corpus(SynthConfig(out=str(tmp / corpus), clips=clips, workers=1), progress=False)
+    else:
+        write_corpus(tmp / corpus, CORPORA[corpus], clips)
+    print(f"[{corpus}] wrote {clips} clips in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return manifest
+
+
+def run_scenario(name: str, clips: int, repeats: int, workers: int, tmp: Path) -> dict[str, Any]:
+    corpus, config_kind = SCENARIOS[name]
+    spec = CORPORA[corpus]
+    base = scenario_config(config_kind)
+    manifest = make_corpus(corpus, clips, tmp)
+    paths = sorted(str(p) for p in manifest.parent.rglob("*.mp4"))
     settings = {
         "decode_single": ("decode", 1),
         "decode_pool": ("decode", workers),
@@ -168,14 +227,17 @@ def run_scenario(name: str, clips: int, repeats: int, workers: int, tmp: Path) -
     }
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in settings}
     digests: set[str] = set()
+    cores: list[float] = []
     for rep in range(repeats):
+        cores.append(effective_cores(workers))
+        print(f"[{name}] run {rep}: {cores[-1]} effective cores", file=sys.stderr)
         for key, (kind, w) in settings.items():
             load = os.getloadavg()[0]
             if kind == "decode":
                 seconds = time_decode(paths, w)
             else:
                 out = tmp / f"{name}-out-{key}-{rep}"
-                cfg = PreprocessConfig(workers=w)
+                cfg = base.model_copy(update={"workers": w})
                 s = preprocess_manifest(manifest, out, cfg, progress=False)
                 seconds = s.seconds
                 assert s.clips == clips and s.quarantined == 0, s
@@ -188,16 +250,36 @@ def run_scenario(name: str, clips: int, repeats: int, workers: int, tmp: Path) -
             print(f"[{name}] {key:18s} run {rep}: {seconds:.2f} s, {clips / seconds:.1f} clips/s", file=sys.stderr)
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     cps = {k: b["clips_per_s"] for k, b in best.items()}
+
+    def paired(num: str, den: str) -> list[float]:
+        """num/den clips/s within each repeat: the two ran back to back, under the same outside load."""
+        return [round(a["clips_per_s"] / b["clips_per_s"], 3) for a, b in zip(runs[num], runs[den], strict=True)]
+
+    speedups = paired("preprocess_pool", "preprocess_single")
+    ratios = paired("decode_pool", "preprocess_pool")
     return {
+        "corpus": corpus,
+        "config_source": "PreprocessConfig defaults (VALOR)" if config_kind == "valor" else "params.yaml [preprocess]",
+        "config": base.model_dump(mode="json", exclude={"manifest", "out", "workers"}),
         "clip": dict(zip(("width", "height", "seconds", "fps", "sample_rate", "channels"), spec, strict=True)),
         "runs": runs,
         "best_clips_per_s": cps,
         "pool_speedup": round(cps["preprocess_pool"] / cps["preprocess_single"], 3),
         "decode_over_preprocess_pool": round(cps["decode_pool"] / cps["preprocess_pool"], 3),
         "decode_over_preprocess_single": round(cps["decode_single"] / cps["preprocess_single"], 3),
+        "pool_speedup_per_repeat": speedups,
+        "pool_speedup_median": round(statistics.median(speedups), 3),
+        "decode_over_preprocess_pool_per_repeat": ratios,
+        "decode_over_preprocess_pool_median": round(statistics.median(ratios), 3),
         "byte_identical": len(digests) == 1,
         "output_mb": best["preprocess_single"].get("output_mb"),
+        "effective_cores_per_repeat": cores,
     }
+
+
+def describe(cfg: dict[str, Any]) -> str:
+    frames = f"{cfg['frames']}/{cfg['eval_frames'] or cfg['frames']} frames"
+    return f"{cfg['resolution']} px, {frames}, {cfg['sample_rate']} Hz, {cfg['dtype']}, {cfg['shard_size']}/shard"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -207,25 +289,35 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Measured {result['measured_at']} with `uv run python bench/preprocess.py --clips {result['clips']} "
         f"--repeats {result['repeats']}`; best of {result['repeats']} alternating runs; pool = {result['workers']} "
-        "worker processes. Config: the VALOR defaults of `PreprocessConfig` (224 px, 4 train / 8 eval frames, "
-        "22050 Hz, 2 × 512-frame fbank slices, 77 tokens, float32 shards); splits 80/10/10.",
+        "worker processes. Configs: the VALOR defaults of `PreprocessConfig` (224 px, 4 train / 8 eval frames, "
+        "22050 Hz, 2 × 512-frame fbank slices, 77 tokens, float32, 32 clips per shard), and for `synth-params` the "
+        "project's own `params.yaml` [preprocess] section (what `dvc repro` runs).",
         "",
-        "| scenario | clip | decode 1 proc | decode pool | preprocess 1 proc | preprocess pool | pool speed-up "
-        "| decode ÷ preprocess (pool) | output |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | clip | config | decode 1 proc | decode pool | preprocess 1 proc | preprocess pool "
+        "| pool speed-up (best / median) "
+        "| decode ÷ preprocess, pool (best / median) | output | effective cores |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in result["scenarios"].items():
         c, cps = r["clip"], r["best_clips_per_s"]
         lines.append(
             f"| {name} | {c['width']}×{c['height']}, {c['seconds']:g} s, {c['fps']} fps, {c['sample_rate']} Hz "
-            f"{'mono' if c['channels'] == 1 else 'stereo'} | {cps['decode_single']:.1f} | {cps['decode_pool']:.1f} "
-            f"| {cps['preprocess_single']:.1f} | {cps['preprocess_pool']:.1f} | **{r['pool_speedup']:.2f}×** "
-            f"| **{r['decode_over_preprocess_pool']:.2f}×** | {r['output_mb']} MB |"
+            f"{'mono' if c['channels'] == 1 else 'stereo'} | {describe(r['config'])} "
+            f"| {cps['decode_single']:.1f} | {cps['decode_pool']:.1f} "
+            f"| {cps['preprocess_single']:.1f} | {cps['preprocess_pool']:.1f} "
+            f"| **{r['pool_speedup']:.2f}×** / {r['pool_speedup_median']:.2f}× "
+            f"| **{r['decode_over_preprocess_pool']:.2f}×** / {r['decode_over_preprocess_pool_median']:.2f}× "
+            f"| {r['output_mb']} MB "
+            f"| {', '.join(str(c) for c in r['effective_cores_per_repeat'])} |"
         )
     lines += [
         "",
-        "Numbers are clips/s. Targets: pool ≥ 1.7× single process on 2 cores; preprocessing within 2× of pure "
-        "decoding (decode ÷ preprocess ≤ 2, same number of processes).",
+        "Numbers are clips/s, best of the repeats per setting. Targets: pool ≥ 1.7× single process on 2 cores; "
+        "preprocessing within 2× of pure decoding (decode ÷ preprocess ≤ 2, same number of processes). *Median*: the "
+        "median over repeats of the ratio between the two runs of the same repeat (they ran back to back, so it is "
+        "less sensitive to other jobs than a ratio of bests). *Effective cores*: CPU work that "
+        f"{result['workers']} busy-loop processes got, over what one got alone, measured before each repeat "
+        f"({result['workers']}.0 = the machine was ours; lower = other jobs took CPU during the run).",
         "",
         f"- Single-process and pool outputs byte-identical: "
         f"**{'yes' if all(r['byte_identical'] for r in result['scenarios'].values()) else 'NO'}**.",
@@ -245,10 +337,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="pool size; 0 = one per usable core")
-    parser.add_argument("--scenario", nargs="+", choices=sorted(SCENARIOS), default=["synth", "web"])
+    parser.add_argument("--scenario", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     workers = args.workers or len(os.sched_getaffinity(0))
@@ -262,7 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clips": args.clips,
         "repeats": args.repeats,
         "workers": workers,
-        "config": PreprocessConfig().model_dump(mode="json", exclude={"manifest", "out", "workers"}),
         "scenarios": scenarios,
         "loadavg_1m_before_first_run": first_load,
         "machine": machine(),

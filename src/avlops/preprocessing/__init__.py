@@ -1,0 +1,7 @@
+"""Preprocessing: decoded media and captions → model tensors, one clip at a time or a whole manifest into shards.
+
+Modules: ``params`` (the config section), ``sampling`` (VALOR segment sampling, per-clip generators), ``video``,
+``audio``, ``text`` (per-modality transforms that also take in-memory arrays, for serving), ``shards`` (the on-disk
+format and atomic writes) and ``pipeline`` (``preprocess_clip``, ``preprocess_manifest``). Nothing is imported here,
+so ``avlops.preprocessing.params`` stays cheap to import for the command line.
+"""

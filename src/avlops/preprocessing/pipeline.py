@@ -1,0 +1,675 @@
+"""Preprocess one clip (:func:`preprocess_clip`) or a whole manifest into shards (:func:`preprocess_manifest`).
+
+:func:`preprocess_clip` is the single per-clip transform of a manifest record. :func:`preprocess_arrays` is its
+twin for already-decoded inputs (a serving request): frames, waveform and captions in, the same per-clip tensors a
+shard holds out, built from the same per-modality functions (``video_from_frames``, ``audio_from_waveform``,
+``tokenize``).
+
+:func:`preprocess_manifest` plans shards from the manifest (per split, in manifest order, ``shard_size`` clips each),
+skips shards an earlier run finished under the same config hash and inputs, and preprocesses the rest in worker
+processes, one shard per task: each worker decodes its shard's clips and writes the shard atomically itself, so no
+tensor crosses a process boundary (parallelism is across shards: a manifest needs at least ``workers`` shards to keep
+every worker busy). Randomness is per clip (seeded from the seed and the clip id), so the output is the same for any
+worker count and any interruption pattern. A clip that cannot be used goes to ``quarantine.jsonl`` with its reasons
+and the run continues; an unexpected exception (a bug) stops the run, keeping every shard finished so far.
+
+Bad-input policy (each is quarantined with its reason): a media path that leaves the dataset root (checked before
+anything is opened), a missing, empty, corrupt or truncated file, a zero-length video, a video with no audio track
+(or a still image) while ``audio_type`` claims sound and no audio file is given, an audio file without usable sound.
+Not quarantined but *noted* in ``stats.parquet``: audio at another sample rate or channel count (resampled and
+downmixed, as VALOR's ffmpeg extraction does), captions cut to the context length, and an empty or missing sound
+track when ``audio_type`` is ``unknown`` (the clip keeps ``has_audio=False``). Captions that break the contract never
+get here: :func:`~avlops.data.manifest.read_manifest` quarantines them, as it does duplicate clip ids.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import queue
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from avlops.data.manifest import LocatedRecord, Problem, read_manifest, write_quarantine
+from avlops.data.media import MediaError
+from avlops.data.schema import AudioType, ClipRecord, MediaPathError, Split, resolve_media
+from avlops.preprocessing.audio import (
+    FLOOR_DBFS,
+    AudioInfo,
+    AudioTensor,
+    NoAudioError,
+    audio_from_waveform,
+    load_audio,
+    no_audio,
+)
+from avlops.preprocessing.params import PreprocessConfig, SamplingMode
+from avlops.preprocessing.sampling import clip_rng
+from avlops.preprocessing.shards import (
+    FORMAT_VERSION,
+    INDEX_NAME,
+    read_record,
+    sha256_file,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_shard,
+)
+from avlops.preprocessing.text import TextTensor, get_tokenizer, tokenize
+from avlops.preprocessing.video import VideoInfo, VideoTensor, empty_video, load_video, video_from_frames
+
+__all__ = [
+    "STATS_COLUMNS",
+    "ClipError",
+    "ClipStats",
+    "ClipTensors",
+    "PreprocessSummary",
+    "is_train",
+    "preprocess_arrays",
+    "preprocess_clip",
+    "preprocess_manifest",
+]
+
+STATS_NAME = "stats.parquet"
+QUARANTINE_NAME = "quarantine.jsonl"
+_SHARD_RE = re.compile(r"^(train|val|test)-\d{5}\.(safetensors|json)$")
+_TEMP_RE = re.compile(
+    r"^\.((train|val|test)-\d{5}\.(safetensors|json)|index\.json|stats\.parquet|quarantine\.jsonl)\..*\.tmp$"
+)
+
+
+class ClipError(ValueError):
+    """A clip that cannot be preprocessed; ``reasons`` lists every problem found."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = tuple(reasons)
+
+
+@dataclass(frozen=True)
+class ClipStats:
+    """One row of ``stats.parquet`` (validation suites and feature views read these names)."""
+
+    clip_id: str
+    split: str
+    source: str
+    audio_type: str
+    duration_s: float  # the video's duration; audio's for an audio-only clip or a still with sound; 0 for a bare still
+    frame_count: int  # frames decoded from the video (1 for a still, 0 without video)
+    fps: float | None
+    sample_rate: int | None  # native rate of the sound used, None without sound
+    channels: int | None  # native channel count
+    has_audio: bool
+    has_video: bool
+    loudness_dbfs: float  # RMS of the native waveform in dBFS, FLOOR_DBFS (-120) without sound
+    caption_count: int
+    caption_chars_max: int
+    width: int | None  # native frame size
+    height: int | None
+    notes: str  # '; '-separated conversions applied (resampling, downmixing, truncated captions); '' if none
+
+
+STATS_COLUMNS: tuple[str, ...] = (*ClipStats.__dataclass_fields__, "shard")
+_STATS_DTYPES = {
+    "duration_s": "float64",
+    "frame_count": "int64",
+    "fps": "Float64",
+    "sample_rate": "Int64",
+    "channels": "Int64",
+    "has_audio": "bool",
+    "has_video": "bool",
+    "loudness_dbfs": "float64",
+    "caption_count": "int64",
+    "caption_chars_max": "int64",
+    "width": "Int64",
+    "height": "Int64",
+}
+
+
+@dataclass(frozen=True)
+class ClipTensors:
+    """Everything the model needs from one clip, plus its statistics row."""
+
+    clip_id: str
+    video: VideoTensor  # pixels [N, 3, R, R], mask [N]
+    audio: AudioTensor  # fbank [A, mel, T], mask [A]
+    text: TextTensor  # tokens [n_captions, ctx]
+    stats: ClipStats
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The per-clip tensors a shard stacks (see :mod:`avlops.preprocessing.shards`)."""
+        return {
+            "video": self.video.pixels,
+            "video_mask": self.video.mask,
+            "has_video": torch.tensor(self.stats.has_video),
+            "audio": self.audio.fbank,
+            "audio_mask": self.audio.mask,
+            "has_audio": torch.tensor(self.audio.has_audio),
+            "text": self.text.tokens,
+        }
+
+
+def is_train(cfg: PreprocessConfig, split: Split | str) -> bool:
+    """Whether clips of ``split`` get training-style (random) sampling under ``cfg.sampling``."""
+    if cfg.sampling is SamplingMode.BY_SPLIT:
+        return Split(split) is Split.TRAIN
+    return cfg.sampling is SamplingMode.TRAIN
+
+
+def _existing(root: Path, kind: str, rel: str, reasons: list[str]) -> Path | None:
+    """Resolve ``rel`` under ``root`` (refusing escapes before any file access) and check it is a non-empty file."""
+    try:
+        path = resolve_media(root, rel)
+    except MediaPathError as err:
+        reasons.append(f"{kind}: {err}")
+        return None
+    if not path.is_file():
+        reasons.append(f"{kind}: {rel}: file not found")
+        return None
+    if path.stat().st_size == 0:
+        reasons.append(f"{kind}: {rel}: file is empty (zero-length)")
+        return None
+    return path
+
+
+def preprocess_clip(
+    record: ClipRecord, root: Path, cfg: PreprocessConfig, train: bool, rng: np.random.Generator | None
+) -> ClipTensors:
+    """Decode and transform one clip whose media paths are relative to ``root``.
+
+    ``train`` selects random (``rng``) or middle frame/slice picks. Raises :class:`ClipError` with every reason when
+    the clip cannot be used (see the module docstring for the policy).
+    """
+    reasons: list[str] = []
+    paths = {k: _existing(root, k, rel, reasons) for k in ("video", "audio") if (rel := getattr(record, k))}
+    if reasons:
+        raise ClipError(reasons)
+    notes: list[str] = []
+    claims_sound = record.audio_type is not AudioType.UNKNOWN
+
+    video: VideoTensor | None = None
+    vinfo: VideoInfo | None = None
+    if (vpath := paths.get("video")) is not None:
+        try:
+            video, vinfo = load_video(vpath, cfg, train, rng, still=record.is_still_image)
+        except MediaError as err:
+            reasons.append(f"video: {err}")
+
+    audio: AudioTensor | None = None
+    ainfo: AudioInfo | None = None
+    if (apath := paths.get("audio")) is not None:
+        try:
+            audio, ainfo = load_audio(apath, cfg, train, rng)
+        except MediaError as err:
+            reasons.append(f"audio: {err}")
+    elif vpath is not None and vinfo is not None and not record.is_still_image:
+        try:
+            audio, ainfo = load_audio(vpath, cfg, train, rng)
+        except NoAudioError as err:
+            if claims_sound:
+                reasons.append(f"audio_type is {record.audio_type.value!r} but {err} and no audio file is given")
+            else:
+                notes.append(f"no sound: {err}")
+        except MediaError as err:
+            reasons.append(f"audio track: {err}")
+    elif vinfo is not None and claims_sound:
+        reasons.append(f"audio_type is {record.audio_type.value!r} but the still image has no sound and no audio file")
+    if reasons:
+        raise ClipError(reasons)
+    video = video if video is not None else empty_video(cfg, train)  # placeholders only when needed
+    audio = audio if audio is not None else no_audio(cfg, train)
+
+    text = tokenize(record.captions, cfg.context_length)
+    if text.truncated:
+        notes.append(f"{text.truncated} caption(s) cut to {cfg.context_length} tokens")
+    stats = _stats(record, vinfo, ainfo, audio.has_audio, [*(ainfo.notes if ainfo else ()), *notes])
+    return ClipTensors(clip_id=record.clip_id, video=video, audio=audio, text=text, stats=stats)
+
+
+def preprocess_arrays(
+    cfg: PreprocessConfig,
+    *,
+    frames: np.ndarray | None = None,
+    waveform: np.ndarray | torch.Tensor | None = None,
+    sample_rate: int | None = None,
+    captions: Sequence[str] = (),
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Decoded inputs → the per-clip tensors a shard holds (``video``, ``video_mask``, ``has_video``, ``audio``,
+    ``audio_mask``, ``has_audio``, ``text``), for serving one request at a time.
+
+    ``frames`` are all of a clip's RGB frames ``[T, H, W, 3]`` uint8 (one image: ``[H, W, 3]``), ``waveform`` is
+    ``[C, S]`` or ``[S]`` floats at ``sample_rate``. A missing or too-short input gives the masked placeholder,
+    exactly as a clip without that modality gets in a shard.
+    """
+    video = empty_video(cfg, train) if frames is None else video_from_frames(frames, cfg, train, rng)
+    audio = no_audio(cfg, train)
+    if waveform is not None:
+        if sample_rate is None:
+            raise ValueError("a waveform needs its sample_rate")
+        with suppress(NoAudioError):
+            audio = audio_from_waveform(waveform, sample_rate, cfg, train, rng)
+    text = tokenize(list(captions), cfg.context_length).tokens
+    return {
+        "video": video.pixels,
+        "video_mask": video.mask,
+        "has_video": torch.tensor(frames is not None),
+        "audio": audio.fbank,
+        "audio_mask": audio.mask,
+        "has_audio": torch.tensor(audio.has_audio),
+        "text": text,
+    }
+
+
+def _stats(
+    record: ClipRecord, v: VideoInfo | None, a: AudioInfo | None, has_audio: bool, notes: list[str]
+) -> ClipStats:
+    duration = 0.0
+    if v is not None and v.fps is not None:  # a real video: its own duration
+        duration = v.duration_s
+    elif a is not None:  # audio-only clip, or a still with sound
+        duration = a.duration_s
+    return ClipStats(
+        clip_id=record.clip_id,
+        split=record.split.value,
+        source=record.source,
+        audio_type=record.audio_type.value,
+        duration_s=float(duration),
+        frame_count=v.frame_count if v else 0,
+        fps=v.fps if v else None,
+        sample_rate=a.sample_rate if a else None,
+        channels=a.channels if a else None,
+        has_audio=has_audio,
+        has_video=v is not None,
+        loudness_dbfs=a.loudness_dbfs if a else FLOOR_DBFS,
+        caption_count=len(record.captions),
+        caption_chars_max=max(len(c) for c in record.captions),
+        width=v.width if v else None,
+        height=v.height if v else None,
+        notes="; ".join(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------------- the dataset run
+
+
+@dataclass(frozen=True)
+class PreprocessSummary:
+    """What a run did. ``clips_per_s`` counts the clips attempted in this run (written or quarantined)."""
+
+    out: str
+    config_hash: str
+    records: int  # manifest lines, valid or not
+    clips: int  # clips in the output
+    clips_done: int  # preprocessed in this run
+    clips_skipped: int  # found in shards an earlier run finished
+    quarantined: int  # in quarantine.jsonl (manifest problems included)
+    noted: int  # output clips with notes
+    shards: int
+    shards_written: int
+    shards_skipped: int
+    workers: int
+    seconds: float
+    clips_per_s: float
+    by_split: dict[str, int] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _ShardPlan:
+    name: str  # e.g. "train-00000"
+    split: str
+    train: bool
+    entries: tuple[LocatedRecord, ...]
+    fingerprint: str  # config hash + records + media sizes/mtimes: a rerun resumes only if unchanged
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A worker's answer for one clip: its arrays and stats row, or the reasons it was refused."""
+
+    arrays: dict[str, np.ndarray] | None
+    stats: dict[str, Any] | None
+    reasons: tuple[str, ...] = ()
+
+
+def _media_state(root: Path, rel: str | None) -> str:
+    if rel is None:
+        return "-"
+    try:
+        st = resolve_media(root, rel).stat()
+    except (MediaPathError, OSError):
+        return f"{rel}:unavailable"
+    return f"{rel}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _plan(entries: Sequence[LocatedRecord], root: Path, cfg: PreprocessConfig) -> list[_ShardPlan]:
+    config_hash = cfg.content_hash()
+    plans: list[_ShardPlan] = []
+    for split in Split:
+        mine = [e for e in entries if e.record.split is split]
+        for k in range(0, len(mine), cfg.shard_size):
+            chunk = tuple(mine[k : k + cfg.shard_size])
+            h = hashlib.sha256(config_hash.encode())
+            for e in chunk:
+                r = e.record
+                h.update(json.dumps(r.to_json_dict(), sort_keys=True).encode())
+                h.update(f"|{_media_state(root, r.video)}|{_media_state(root, r.audio)}\n".encode())
+            name = f"{split.value}-{k // cfg.shard_size:05d}"
+            plans.append(_ShardPlan(name, split.value, is_train(cfg, split), chunk, h.hexdigest()))
+    return plans
+
+
+def _dedupe(entries: Sequence[LocatedRecord]) -> tuple[list[LocatedRecord], list[Problem]]:
+    seen: dict[str, LocatedRecord] = {}
+    kept: list[LocatedRecord] = []
+    problems: list[Problem] = []
+    for e in entries:
+        prev = seen.get(e.record.clip_id)
+        if prev is not None:
+            reason = f"duplicate clip_id (first seen on line {prev.line})"
+            problems.append(Problem(e.source, e.line, e.record.clip_id, (reason,)))
+        else:
+            seen[e.record.clip_id] = e
+            kept.append(e)
+    return kept, problems
+
+
+def _valid_record(out: Path, plan: _ShardPlan, config_hash: str) -> dict[str, Any] | None:
+    """The JSON record of a shard an earlier run finished for exactly this plan, or None."""
+    rec = read_record(out / f"{plan.name}.json")
+    if rec is None or rec.get("format_version") != FORMAT_VERSION:
+        return None
+    if rec.get("config_hash") != config_hash or rec.get("fingerprint") != plan.fingerprint:
+        return None
+    if rec.get("file") not in (None, f"{plan.name}.safetensors"):
+        return None
+    if rec.get("file") is not None:
+        path = out / rec["file"]
+        if not path.is_file() or path.stat().st_size != rec.get("bytes") or sha256_file(path) != rec.get("sha256"):
+            return None
+    return rec
+
+
+def _process(record: ClipRecord, root: Path, cfg: PreprocessConfig, train: bool) -> _Outcome:
+    """Worker task: preprocess one clip; bad input becomes reasons, anything else propagates.
+
+    Returns plain arrays, frames and fbanks already in the storage dtype."""
+    try:
+        clip = preprocess_clip(record, root, cfg, train, clip_rng(cfg.seed, record.clip_id))
+    except ClipError as err:
+        return _Outcome(None, None, err.reasons)
+    except (MediaError, MediaPathError) as err:
+        return _Outcome(None, None, (str(err),))
+    store = np.dtype(cfg.dtype)
+    arrays = {
+        k: v.numpy().astype(store, copy=False) if k in ("video", "audio") else v.numpy()
+        for k, v in clip.tensors().items()
+    }
+    return _Outcome(arrays, asdict(clip.stats))
+
+
+def _write_shard(out: Path, plan: _ShardPlan, outcomes: Sequence[_Outcome], cfg: PreprocessConfig) -> dict[str, Any]:
+    config_hash = cfg.content_hash()
+    good = [(e, o) for e, o in zip(plan.entries, outcomes, strict=True) if o.arrays is not None]
+    problems = [
+        Problem(e.source, e.line, e.record.clip_id, o.reasons).to_json_dict()
+        for e, o in zip(plan.entries, outcomes, strict=True)
+        if o.arrays is None
+    ]
+    rec: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "shard": plan.name,
+        "split": plan.split,
+        "train_sampling": plan.train,
+        "config_hash": config_hash,
+        "fingerprint": plan.fingerprint,
+        "file": None,
+        "bytes": 0,
+        "sha256": None,
+        "clip_ids": [e.record.clip_id for e, _ in good],
+        "captions": 0,
+        "stats": [o.stats for _, o in good],
+        "problems": problems,
+    }
+    if good:
+        clips = [o.arrays or {} for _, o in good]
+        file = f"{plan.name}.safetensors"
+        size, digest = write_shard(
+            out / file,
+            rec["clip_ids"],
+            clips,
+            split=plan.split,
+            config_hash=config_hash,
+            train_sampling=plan.train,
+            dtype=cfg.dtype,
+        )
+        rec |= {
+            "file": file,
+            "bytes": size,
+            "sha256": digest,
+            "captions": sum(int(c["text"].shape[0]) for c in clips),
+        }
+    write_json_atomic(out / f"{plan.name}.json", rec)  # last: marks the shard complete
+    return rec
+
+
+def _do_shard(
+    out: Path, plan: _ShardPlan, root: Path, cfg: PreprocessConfig, tick: Callable[[], None]
+) -> dict[str, Any]:
+    """Preprocess every clip of one planned shard and write it; returns the shard's record."""
+    outcomes = []
+    for e in plan.entries:
+        outcomes.append(_process(e.record, root, cfg, plan.train))
+        tick()
+    return _write_shard(out, plan, outcomes, cfg)
+
+
+_ticks: Any = None  # a worker's progress queue (set by _init_worker)
+
+
+def _init_worker(ticks: Any) -> None:
+    global _ticks
+    torch.set_num_threads(1)  # one process per core; also avoids OpenMP state inherited through fork
+    _ticks = ticks
+
+
+def _shard_task(out: Path, plan: _ShardPlan, root: Path, cfg: PreprocessConfig) -> dict[str, Any]:
+    return _do_shard(out, plan, root, cfg, lambda: _ticks.put(1))
+
+
+@contextmanager
+def _torch_single_threaded() -> Iterator[None]:
+    """One torch thread in this process for the run: the same arithmetic as a worker (outputs match bit for bit)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _resolve_workers(cfg: PreprocessConfig, n_shards: int) -> int:
+    n = cfg.workers or len(os.sched_getaffinity(0))
+    return max(1, min(n, n_shards))
+
+
+def _run_shards(
+    todo: Sequence[_ShardPlan],
+    out: Path,
+    root: Path,
+    cfg: PreprocessConfig,
+    workers: int,
+    bar: tqdm[Any],
+    done: Callable[[_ShardPlan, dict[str, Any]], None],
+) -> None:
+    """Preprocess and write the ``todo`` shards, one shard per task, calling ``done`` as each one is written.
+
+    Workers write their own shards, so nothing but progress ticks and small records crosses processes. Largest shards
+    go first, so the last tasks are short. An unexpected error stops the run: tasks not started are cancelled, running
+    ones finish (their shards are kept for the next run), and the error is raised.
+    """
+    if workers == 1:
+
+        def tick() -> None:
+            bar.update()
+
+        for plan in todo:
+            done(plan, _do_shard(out, plan, root, cfg, tick))
+        return
+    # fork: workers inherit the imported modules and the loaded tokenizer instead of importing them again (~10 s)
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    ticks = ctx.Queue()
+
+    def drain() -> None:
+        n = 0
+        with suppress(queue.Empty):
+            while True:
+                n += ticks.get_nowait()
+        bar.update(n)
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(ticks,))
+    try:
+        futures = {pool.submit(_shard_task, out, p, root, cfg): p for p in sorted(todo, key=lambda p: -len(p.entries))}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for f in finished:
+                done(futures[f], f.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        drain()
+        ticks.close()
+
+
+def _clean(out: Path, plans: Sequence[_ShardPlan], todo: Sequence[_ShardPlan]) -> None:
+    """Remove the index, leftover temporary files, shards no longer planned, and the records of shards to redo."""
+    (out / INDEX_NAME).unlink(missing_ok=True)
+    planned = {f"{p.name}.{ext}" for p in plans for ext in ("safetensors", "json")}
+    for f in out.iterdir():
+        if _TEMP_RE.match(f.name) or (_SHARD_RE.match(f.name) and f.name not in planned):
+            f.unlink(missing_ok=True)
+    for p in todo:
+        (out / f"{p.name}.json").unlink(missing_ok=True)
+
+
+def preprocess_manifest(manifest: Path, out: Path, cfg: PreprocessConfig, progress: bool = True) -> PreprocessSummary:
+    """Preprocess every clip of ``manifest`` into shards under ``out`` (see the module docstring).
+
+    Writes ``out/index.json`` last; until then the folder is an incomplete output that a rerun resumes.
+    """
+    t0 = time.perf_counter()
+    entries, problems = read_manifest(manifest)
+    n_records = len(entries) + len(problems)
+    entries, duplicates = _dedupe(entries)
+    root = manifest.parent
+    config_hash = cfg.content_hash()
+    plans = _plan(entries, root, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".lock").open("w") as lock, _torch_single_threaded():
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{out}: another preprocess run is writing here") from None
+        records = {p.name: _valid_record(out, p, config_hash) for p in plans}
+        todo = [p for p in plans if records[p.name] is None]
+        _clean(out, plans, todo)
+        n_clips = sum(len(p.entries) for p in todo)
+        workers = _resolve_workers(cfg, len(todo))
+        if todo:
+            get_tokenizer(cfg.context_length)  # load once here; forked workers inherit it
+
+        def done(plan: _ShardPlan, rec: dict[str, Any]) -> None:
+            records[plan.name] = rec
+
+        with tqdm(total=n_clips, desc="preprocess", unit="clip", disable=None if progress else True) as bar:
+            _run_shards(todo, out, root, cfg, workers, bar, done)
+        index, noted = _finish(manifest, out, cfg, plans, records, [*problems, *duplicates])
+    elapsed = time.perf_counter() - t0
+    written = {p.name for p in todo}
+    clips_done = sum(len(r["clip_ids"]) for name, r in records.items() if r is not None and name in written)
+    return PreprocessSummary(
+        out=str(out),
+        config_hash=config_hash,
+        records=n_records,
+        clips=index["clips"],
+        clips_done=clips_done,
+        clips_skipped=index["clips"] - clips_done,
+        quarantined=index["quarantined"],
+        noted=noted,
+        shards=len(index["shards"]),
+        shards_written=len(todo),
+        shards_skipped=len(plans) - len(todo),
+        workers=workers,
+        seconds=round(elapsed, 3),
+        clips_per_s=round(n_clips / elapsed, 3) if elapsed > 0 else 0.0,
+        by_split={s: v["clips"] for s, v in index["splits"].items()},
+    )
+
+
+def _finish(
+    manifest: Path,
+    out: Path,
+    cfg: PreprocessConfig,
+    plans: Sequence[_ShardPlan],
+    records: dict[str, dict[str, Any] | None],
+    problems: list[Problem],
+) -> tuple[dict[str, Any], int]:
+    """Write stats.parquet, quarantine.jsonl and (last) index.json from the shard records; return the index and the
+    number of clips with notes."""
+    recs = [r for p in plans if (r := records[p.name]) is not None]
+    rows = [{**row, "shard": r["file"]} for r in recs for row in r["stats"]]
+    stats = pd.DataFrame(rows, columns=list(STATS_COLUMNS)).astype(_STATS_DTYPES)
+    write_parquet_atomic(out / STATS_NAME, stats)
+    problems = problems + [
+        Problem(p["source"], p["line"], p["clip_id"], tuple(p["reasons"])) for r in recs for p in r["problems"]
+    ]
+    problems.sort(key=lambda p: (p.source, p.line or 0))
+    write_quarantine(out / QUARANTINE_NAME, problems)
+    shards = [
+        {
+            "file": r["file"],
+            "split": r["split"],
+            "train_sampling": r["train_sampling"],
+            "clips": len(r["clip_ids"]),
+            "captions": r["captions"],
+            "bytes": r["bytes"],
+            "sha256": r["sha256"],
+        }
+        for r in recs
+        if r["file"] is not None
+    ]
+    by_split = {s.value: sum(sh["clips"] for sh in shards if sh["split"] == s.value) for s in Split}
+    n_clips = sum(by_split.values())
+    index = {
+        "format": "avlops.preprocess",
+        "format_version": FORMAT_VERSION,
+        "config_hash": cfg.content_hash(),
+        "config": cfg.model_dump(mode="json", exclude={"manifest", "out", "workers"}),
+        "manifest": str(manifest),
+        "clips": n_clips,
+        "captions": sum(sh["captions"] for sh in shards),
+        "quarantined": len(problems),
+        "splits": {s: {"clips": n, "shards": sum(1 for sh in shards if sh["split"] == s)} for s, n in by_split.items()},
+        "shards": shards,
+        "stats": STATS_NAME,
+        "quarantine": QUARANTINE_NAME,
+    }
+    write_json_atomic(out / INDEX_NAME, index)
+    return index, int((stats["notes"] != "").sum())
