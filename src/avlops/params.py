@@ -1,4 +1,8 @@
-"""The whole ``params.yaml``: one section per stage, each the same model the stage's CLI command loads."""
+"""The whole ``params.yaml``: one section per stage, each the same model the stage's CLI command loads.
+
+Every section model lives in a light ``params`` module (no torch, Great Expectations or Feast import), so loading
+the whole file is cheap.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from pydantic import Field
 
 from avlops.config import StrictModel
 from avlops.data.params import CheckConfig, SynthConfig, VersioningConfig
+from avlops.features.params import FeaturesConfig
+from avlops.preprocessing.params import PreprocessConfig
+from avlops.validation.params import ValidateConfig
 
 __all__ = ["ProjectParams"]
 
@@ -13,4 +20,7 @@ __all__ = ["ProjectParams"]
 class ProjectParams(StrictModel):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     check: CheckConfig = Field(default_factory=CheckConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    validation: ValidateConfig = Field(default_factory=ValidateConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     versioning: VersioningConfig = Field(default_factory=VersioningConfig)

@@ -119,12 +119,19 @@ def project(tmp_path: Path) -> Path:
     root = new_git_repo(tmp_path / "project")
     sh(root, "dvc", "init", "-q")
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "params.yaml"):
+    for name in (".gitignore", ".dvcignore", "params.yaml"):
         shutil.copy(REPO / name, root / name)
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for dep in {d for s in stages.values() for d in s.get("deps", []) if "${" not in d and (REPO / d).is_file()}:
+    # The data stages only: versioning is what is under test here; the later stages (preprocess, validate,
+    # features) are exercised end to end by tests/integration/test_demo.py.
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    stages = {name: pipeline["stages"][name] for name in ("synth", "check")}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    for dep in {d for s in stages.values() for d in s.get("deps", []) if "${" not in d and (REPO / d).exists()}:
         (root / dep).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / dep, root / dep)  # code deps: a change in them re-runs the stage
+        if (REPO / dep).is_dir():  # code deps: a change in them re-runs the stage
+            shutil.copytree(REPO / dep, root / dep, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / dep, root / dep)
     set_params(root, "synth", **TINY_SYNTH)
     commit(root, "project")
     return root

@@ -28,7 +28,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avlops.cli import data, demo  # command groups register themselves
+    from avlops.cli import data, demo, features, preprocess  # command groups register themselves
 
     parser = argparse.ArgumentParser(
         prog="avlops",
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data.register(sub)
+    preprocess.register(sub)
+    features.register(sub)
     demo.register(sub)
     return parser
 

@@ -33,11 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--no-decode", action="store_true", help="only open media, do not decode a frame")
     c.set_defaults(handler=run_check)
 
-    from avlops.cli import data_import, synth, version  # the subcommands live in their own modules
+    from avlops.cli import data_import, synth, validate, version  # the subcommands live in their own modules
 
     synth.register(dsub)
     data_import.register(dsub)
     version.register(dsub)
+    validate.register(dsub)
 
 
 def run_check(args: argparse.Namespace) -> int:

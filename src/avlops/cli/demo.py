@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _first_clip_id(manifest: Path) -> str | None:
+    try:
+        with manifest.open(encoding="utf-8") as fh:
+            return str(json.loads(fh.readline())["clip_id"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 72 - len(title)))
 
@@ -51,7 +60,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     _section("pipeline: dvc repro")
     start = time.perf_counter()
-    ran = versioning.repro(root, force=args.force)
+    try:
+        ran = versioning.repro(root, force=args.force)
+    except versioning.VersioningError as err:
+        print(f"avlops demo: the pipeline stopped: {err}", file=sys.stderr)
+        print("the failing stage printed its reasons above; its reports name the bad items", file=sys.stderr)
+        return ExitCode.FAILED
     print(
         f"stages run: {', '.join(ran) if ran else 'none (everything up to date)'} "
         f"in {time.perf_counter() - start:.1f} s"
@@ -81,6 +95,37 @@ def _print_summary(root: Path, params: ProjectParams) -> int:
             f"dataset {params.synth.out}: {check['kept']} clips kept, {check['quarantined']} quarantined, "
             f"{check['captions']} captions; splits {check['by_split']}; audio types {check['by_audio_type']}"
         )
+    index = _read_json(root / params.preprocess.out / "index.json")
+    if index is None:
+        print("preprocess: no index found")
+        ok = False
+    else:
+        print(
+            f"preprocessed {params.preprocess.out}: {index['clips']} clips, {index['captions']} captions in "
+            f"{len(index['shards'])} shards, {index['quarantined']} quarantined; config {index['config_hash']}"
+        )
+    validation = _read_json(root / params.validation.out / "summary.json")
+    if validation is None:
+        print("validation: no report found")
+        ok = False
+    else:
+        ok &= bool(validation.get("passed"))
+        expectations = validation.get("expectations", [])
+        met = sum(1 for e in expectations if e.get("success"))
+        verdict = "PASSED" if validation["passed"] else "FAILED"
+        print(
+            f"validation {verdict}: {met}/{len(expectations)} expectations met, "
+            f"{validation['quarantined']} clips quarantined"
+        )
+        print(f"  Data Docs report: {validation['data_docs']}")
+    if (root / params.features.repo_dir).is_dir() and check is not None:
+        from avlops.features.store import get_online_clip_features  # here: Feast takes seconds to import
+
+        clip_id = _first_clip_id(root / params.synth.out / "manifest.jsonl")
+        if clip_id is not None:
+            row = get_online_clip_features(str(root / params.features.repo_dir), [clip_id])[clip_id]
+            shown = {k: row.get(k) for k in ("split", "audio_type", "duration_s", "frame_count", "loudness_dbfs")}
+            print(f"feature store {params.features.repo_dir}: online lookup {clip_id} -> {shown}")
     versions = versioning.path_versions(root, params.synth.out) if (root / "dvc.lock").is_file() else []
     if versions:
         v = versions[-1]

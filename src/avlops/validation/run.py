@@ -215,7 +215,7 @@ def validate_dataset(cfg: ValidateConfig) -> ValidationReport:
         sdf = stats_frame(pd.read_parquet(stats_path), mdf)
 
     out = Path(cfg.out)
-    docs_dir = out / "data_docs"
+    docs_dir = (out / "data_docs").resolve()  # GE needs an absolute base_directory
     shutil.rmtree(docs_dir, ignore_errors=True)  # a fresh site: no pages left from earlier runs
     context = _context(docs_dir)
 
