@@ -12,6 +12,7 @@ from avlops.config import StrictModel
 from avlops.data.params import CheckConfig, SynthConfig, VersioningConfig
 from avlops.features.params import FeaturesConfig
 from avlops.preprocessing.params import PreprocessConfig
+from avlops.training.params import TrainConfig
 from avlops.validation.params import ValidateConfig
 
 __all__ = ["ProjectParams"]
@@ -23,4 +24,5 @@ class ProjectParams(StrictModel):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     versioning: VersioningConfig = Field(default_factory=VersioningConfig)

@@ -1,11 +1,14 @@
 """The pre-training task: one batch through :class:`VLAModel`, the losses of :mod:`avlops.losses`, weighted by config.
 
 ``compute_losses`` is what a training step calls; ``similarity_matrix`` and ``generate_captions`` are the same
-scoring and decoding for evaluation, so training and evaluation cannot drift apart.
+scoring and decoding for evaluation, so training and evaluation cannot drift apart. In data-parallel training a
+``gather`` function (``avlops.training.distributed.all_gather_with_grad``) makes the contrastive terms see the global
+batch, so N ranks compute the same update as one process on the same global batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -27,10 +30,18 @@ from avlops.losses import (
     masked_mean,
     spec_augment,
 )
-from avlops.models.vla import MaskedFeatures, TextFeatures, VLAModel, VLAOutput, text_token_mask
+from avlops.models.vla import (
+    MaskedFeatures,
+    TextFeatures,
+    VLAModel,
+    VLAOutput,
+    fuse_audiovisual,
+    text_token_mask,
+)
 
 __all__ = [
     "Batch",
+    "Gather",
     "GroupFeatures",
     "LossOutput",
     "caption_memory",
@@ -73,6 +84,10 @@ def trim_tokens(batch: Batch) -> Batch:
     """Drop the token columns after the longest caption's EOT ([B, 77] -> [B, L_max]); the results do not change."""
     length = int(text_token_mask(batch.tokens).sum(dim=1).max())
     return batch if length == batch.tokens.shape[1] else replace(batch, tokens=batch.tokens[:, :length])
+
+
+#: All-gathers a tensor along dim 0 over the data-parallel ranks, in rank order; gradients reach each rank's slice.
+Gather = Callable[[Tensor], Tensor]
 
 
 class LossOutput(NamedTuple):
@@ -142,13 +157,52 @@ def caption_memory(
     return model.caption_memory(video, audio, video_mask, audio_mask), None
 
 
+def _gather_outputs(out: VLAOutput, batch: Batch, gather: Gather) -> tuple[VLAOutput, Batch]:
+    """Every rank's encodings and masks, concatenated in rank order (the global batch) for the contrastive terms.
+
+    Text features are padded to the longest rank's token length (padding is masked). The returned batch carries the
+    gathered tokens, has_audio, type weights and masks; its frames and fbank are empty (the contrastive terms read
+    features, not inputs).
+    """
+    length = int(gather(torch.tensor([batch.tokens.shape[1]], device=batch.tokens.device)).max())
+    pad = length - batch.tokens.shape[1]
+    video_mask, audio_mask = _masks(batch, out.video, out.audio)
+
+    def flag(t: Tensor) -> Tensor:  # bool over uint8: not every backend gathers bool tensors
+        return gather(t.to(torch.uint8)).bool()
+
+    token_feats = F.pad(out.text.token_feats, (0, 0, 0, pad))  # [b, L, C] -> [b, L_max, C], zeros
+    text = TextFeatures(gather(token_feats), flag(F.pad(out.text.token_mask, (0, pad))), gather(out.text.pooled))
+    video, audio = gather(out.video), gather(out.audio)  # [B, F, C], [B, S, C]
+    g_batch = Batch(
+        tokens=gather(F.pad(batch.tokens, (0, pad))),
+        frames=batch.frames.new_empty(0),
+        fbank=batch.fbank.new_empty(0),
+        has_audio=flag(batch.has_audio),
+        audio_type_weight=gather(batch.audio_type_weight),
+        video_mask=flag(video_mask),
+        audio_mask=flag(batch.audio_mask if batch.audio_mask is not None else torch.ones_like(audio_mask)),
+    )
+    fused = fuse_audiovisual(video, audio, g_batch.has_audio, g_batch.video_mask, g_batch.audio_mask)
+    return VLAOutput(text, video, audio, fused), g_batch
+
+
 def compute_losses(
-    model: VLAModel, batch: Batch, cfg: ObjectiveConfig, generator: torch.Generator | None = None
+    model: VLAModel,
+    batch: Batch,
+    cfg: ObjectiveConfig,
+    generator: torch.Generator | None = None,
+    gather: Gather | None = None,
 ) -> LossOutput:
     """total = alpha·mean_g InfoNCE(T–g) + caption.weight·mean_g CE(caption | g) (+ audio_self.weight·L_audio).
 
     Groups that need audio use only the clips that have it and are skipped when fewer than 2 (contrastive) or 0
     (caption) clips do. ``generator`` (CPU) drives caption masking and SpecAugment, for reproducible steps.
+
+    With ``gather`` (data parallel, one call per rank) the contrastive terms are computed over the global batch, the
+    same value on every rank, and each caption term is this rank's sum of token losses times world size / global
+    target count, so the mean of the ranks' gradients (what DDP applies) is the global batch's gradient. The
+    audio_self term stays per rank.
     """
     batch = trim_tokens(batch)
     out = model(
@@ -164,12 +218,13 @@ def compute_losses(
     total = model.logit_scale * 0.0  # keeps a graph even if every term is skipped
     scale = model.logit_scale.exp().clamp(max=cfg.max_logit_scale)
 
+    c_out, c_batch = (out, batch) if gather is None or not cfg.groups else _gather_outputs(out, batch, gather)
     mga = []
     for group in cfg.groups:
-        other = group_features(model, out, batch, group)
+        other = group_features(model, c_out, c_batch, group)
         if other.feats.shape[0] < 2:
             continue
-        loss = info_nce(similarity_matrix(model, _select(out.text, other.rows), other, cfg), scale)
+        loss = info_nce(similarity_matrix(model, _select(c_out.text, other.rows), other, cfg), scale)
         terms[f"mga/{group.value}"] = loss
         mga.append(loss)
     if mga:
@@ -181,12 +236,21 @@ def compute_losses(
         for group in cfg.caption.groups:
             memory, rows = caption_memory(model, out.video, out.audio, batch, group)
             tokens = batch.tokens if rows is None else batch.tokens[rows]
-            if tokens.shape[0] == 0:
+            loss = model.logit_scale * 0.0  # this rank's term when it has no clip for the group (gather only)
+            n_targets = loss.detach()
+            if tokens.shape[0] > 0:
+                inputs, labels = caption_inputs(tokens, cfg.caption, model.mask_token_id, generator)
+                targets = labels != IGNORE_INDEX  # [B', L']: the LM head runs only where there is a label
+                logits = model.caption_logits(inputs, memory.feats, memory.mask, targets)  # [n_targets, V]
+                loss = caption_loss(logits, labels[targets], cfg.caption.label_smoothing)
+                n_targets = targets.sum().to(loss.dtype)
+            if gather is not None:  # every rank joins the count, even one without clips for the group
+                counts = gather(n_targets.reshape(1))  # [world]
+                if float(counts.sum()) == 0:
+                    continue
+                loss = loss * (n_targets * counts.numel() / counts.sum())
+            elif tokens.shape[0] == 0:
                 continue
-            inputs, labels = caption_inputs(tokens, cfg.caption, model.mask_token_id, generator)
-            targets = labels != IGNORE_INDEX  # [B', L']: the LM head runs only where there is a label
-            logits = model.caption_logits(inputs, memory.feats, memory.mask, targets)  # [n_targets, V]
-            loss = caption_loss(logits, labels[targets], cfg.caption.label_smoothing)
             terms[f"mgc/{group.value}"] = loss
             mgc.append(loss)
         if mgc:

@@ -28,7 +28,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avlops.cli import data, demo, features, preprocess  # command groups register themselves
+    from avlops.cli import data, demo, features, preprocess, train  # command groups register themselves
 
     parser = argparse.ArgumentParser(
         prog="avlops",
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)
     preprocess.register(sub)
     features.register(sub)
+    train.register(sub)
     demo.register(sub)
     return parser
 

@@ -1,0 +1,475 @@
+"""The training loop: ``train(cfg, data_dir, out_dir) -> TrainResult``.
+
+One process or N data-parallel ranks (torchrun; DDP over the model + objective, contrastive features all-gathered
+with gradients, so N ranks take the same step as one process on the same global batch). Every ``checkpoint_every``
+steps, at a requested stop and at the end, rank 0 writes an atomic checkpoint; a run started on a folder that holds
+checkpoints resumes from the newest one (refusing one from an incompatible config) and continues exactly as an
+uninterrupted run would: weights, optimizer, scheduler, RNG, the sample order and the per-step random draws all
+resume. A non-finite loss or gradient stops the run before the optimizer touches the weights, with the last good
+checkpoint left as it was.
+
+bf16 autocast and gradient checkpointing apply on CUDA only; on a CPU the run trains in fp32 and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.checkpoint import checkpoint as checkpoint_fn
+from tqdm import tqdm
+
+from avlops.losses import ObjectiveConfig
+from avlops.models.pretrained import load_clip_state_dict, read_state_dict
+from avlops.models.vla import ResidualAttentionBlock, VLAModel
+from avlops.preprocessing.shards import write_json_atomic
+from avlops.task import Batch, Gather, LossOutput, compute_losses
+from avlops.training import distributed
+from avlops.training.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    check_compatible,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from avlops.training.data import GlobalBatchSampler, ShardDataset, build_loader, to_batch
+from avlops.training.metrics import TrainMetrics, truncate_log
+from avlops.training.optim import build_optimizer, build_scheduler
+from avlops.training.params import Precision, ResolvedTrain, TrainConfig, plain, resolve
+
+__all__ = [
+    "NonFiniteLossError",
+    "TaskModule",
+    "TrainError",
+    "TrainResult",
+    "Trainer",
+    "enable_grad_checkpointing",
+    "loss_terms",
+    "step_generator",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+RESULT_NAME = "result.json"
+CONFIG_NAME = "config.json"
+
+
+class TrainError(RuntimeError):
+    """Training stopped: the message says why and where the last good checkpoint is."""
+
+
+class NonFiniteLossError(TrainError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: str
+    checkpoint: str | None  # the newest checkpoint folder
+    start_step: int  # steps already done when this run started (resumed)
+    step: int  # steps done when it stopped
+    total_steps: int
+    finished: bool  # step == total_steps
+    world_size: int
+    first_loss: dict[str, float]  # this run's first step (global means)
+    loss: dict[str, float]  # mean over its last logging interval
+    samples_per_s: float  # global samples/s over this run's steps after its first (which warms up); no checkpoints
+    data_wait_share: float  # share of that step time spent waiting for batches
+    seconds: float
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+
+
+class TaskModule(nn.Module):
+    """The model and its objective as one module, which DDP wraps: every parameter use happens in ``forward``."""
+
+    def __init__(self, model: VLAModel, objective: ObjectiveConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Batch, generator: torch.Generator, gather: Gather | None) -> LossOutput:
+        return compute_losses(self.model, batch, self.objective, generator, gather)
+
+
+def enable_grad_checkpointing(model: nn.Module) -> int:
+    """Recompute every transformer block in backward instead of keeping its activations; returns the block count.
+
+    The blocks' ``forward`` is wrapped in place (non-reentrant ``torch.utils.checkpoint``, which DDP supports), so
+    parameter names and checkpoints do not change.
+    """
+    n = 0
+    for module in model.modules():
+        if isinstance(module, ResidualAttentionBlock):
+            inner = module.forward
+
+            def forward(*args: Any, _inner: Any = inner, **kwargs: Any) -> Tensor:
+                out: Tensor = checkpoint_fn(_inner, *args, use_reentrant=False, **kwargs)
+                return out
+
+            module.forward = forward  # type: ignore[method-assign]
+            n += 1
+    return n
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The CPU generator of one step's random draws (caption masks, SpecAugment): a function of (seed, step, rank),
+    so a resumed run draws what the uninterrupted run would have."""
+    state = np.random.SeedSequence((seed, step, rank)).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def loss_terms(objective: ObjectiveConfig) -> list[str]:
+    """Every loss term name the objective can produce, in a fixed order ("total" first)."""
+    names = ["total"]
+    if objective.groups:
+        names += ["mga", *(f"mga/{g.value}" for g in objective.groups)]
+    if objective.caption is not None:
+        names += ["mgc", *(f"mgc/{g.value}" for g in objective.caption.groups)]
+    if objective.audio_self is not None:
+        names.append("audio_self")
+    return names
+
+
+class Trainer:
+    """Model, optimizer, scheduler and one optimizer step: what :func:`train` drives (the benchmark too)."""
+
+    def __init__(
+        self, resolved: ResolvedTrain, env: distributed.DistEnv, total_steps: int, model: VLAModel | None = None
+    ) -> None:
+        cfg = resolved.cfg
+        self.cfg, self.env, self.objective = cfg, env, resolved.objective
+        if model is None:
+            torch.manual_seed(cfg.seed)
+            model = VLAModel(resolved.model)
+        self.model = model.to(env.device)
+        cuda = env.device.type == "cuda"
+        self.bf16 = cfg.precision is Precision.BF16 and cuda
+        if cfg.precision is Precision.BF16 and not cuda:
+            log.info("precision bf16 applies on CUDA only: training in fp32 on %s", env.device)
+        if cfg.grad_checkpointing:
+            if cuda:
+                log.info("gradient checkpointing: %d blocks", enable_grad_checkpointing(self.model))
+            else:
+                log.info("gradient checkpointing applies on CUDA only: off on %s", env.device)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, pretrained=cfg.pretrained is not None)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total_steps)
+        task = TaskModule(self.model, resolved.objective)
+        self.task: nn.Module = task
+        if env.distributed:
+            # find_unused_parameters: a rank may skip a term (no audio clip for T–A), leaving parameters unused there
+            self.task = DistributedDataParallel(
+                task, device_ids=[env.device.index] if cuda else None, find_unused_parameters=True
+            )
+        self.gather: Gather | None = distributed.all_gather_with_grad if env.distributed else None
+        self.terms = loss_terms(resolved.objective)
+
+    def lrs(self) -> dict[str, float]:
+        return {str(g["name"]): float(g["lr"]) for g in self.optimizer.param_groups}
+
+    def step(self, batch: Batch, step: int) -> tuple[dict[str, float], float]:
+        """One optimizer step on this rank's share of global batch ``step``; returns the loss terms averaged over the
+        ranks and the gradient norm. Raises :class:`NonFiniteLossError` (on every rank) before touching the weights."""
+        self.task.train()
+        generator = step_generator(self.cfg.seed, step, self.env.rank)
+        with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out: LossOutput = self.task(batch, generator, self.gather)
+        terms = self._reduce({"total": out.total.detach(), **out.terms})
+        if not math.isfinite(terms["total"]):
+            raise NonFiniteLossError(f"the loss is {terms['total']} at step {step + 1} (terms: {_fmt(terms)})")
+        out.total.backward()  # type: ignore[no-untyped-call]
+        clip = self.cfg.optimizer.grad_clip
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+        grad_norm = float(norm)
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"the gradient norm is {grad_norm} at step {step + 1} (loss {_fmt(terms)})")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return terms, grad_norm
+
+    def _reduce(self, values: dict[str, Tensor]) -> dict[str, float]:
+        """Mean of each term over the ranks that have it (one all-reduce); a term no rank has is left out."""
+        vec = torch.zeros(2 * len(self.terms), device=self.env.device)
+        for i, name in enumerate(self.terms):
+            if name in values:
+                vec[2 * i] = values[name].float()
+                vec[2 * i + 1] = 1.0
+        if self.env.distributed:
+            torch.distributed.all_reduce(vec)
+        v = vec.tolist()
+        return {name: v[2 * i] / v[2 * i + 1] for i, name in enumerate(self.terms) if v[2 * i + 1] > 0}
+
+    def state(self, sampler: GlobalBatchSampler, step: int) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "sampler": {"seed": sampler.seed, "size": sampler.size, "batch_size": sampler.batch_size, "step": step},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+
+
+def _fmt(terms: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+
+
+# ----------------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Clock:
+    """Step time and data-wait time (checkpoint writes excluded): per logging window, and over the run's steps after
+    its first (worker start-up, allocations)."""
+
+    window_time: float = 0.0
+    window_wait: float = 0.0
+    run_time: float = 0.0
+    run_wait: float = 0.0
+    run_steps: int = 0
+
+    def add(self, seconds: float, waited: float, first_step: bool) -> None:
+        self.window_time += seconds
+        self.window_wait += waited
+        if not first_step:
+            self.run_time += seconds
+            self.run_wait += waited
+            self.run_steps += 1
+
+    def take_window(self) -> tuple[float, float]:
+        out = (max(self.window_time, 1e-9), self.window_wait)
+        self.window_time = self.window_wait = 0.0
+        return out
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path, held: bool) -> Iterator[None]:
+    """Hold ``out_dir/.lock`` (flock) for the run, so two runs never write one folder's checkpoints."""
+    if not held:
+        yield
+        return
+    with (out_dir / ".lock").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainError(f"{out_dir}: another training run is writing here") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def train(
+    cfg: TrainConfig | ResolvedTrain,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on the ``cfg.split`` shards of ``data_dir`` (an ``avlops preprocess`` output) into ``out_dir``.
+
+    ``out_dir`` gets ``checkpoints/step-*/``, ``metrics.jsonl``, ``config.json`` and ``result.json``. With ``resume``
+    a run continues from the newest checkpoint there; without, one must not exist. ``stop_at`` stops (with a
+    checkpoint) after that many steps in all, without changing the schedule: the run resumes later as if never
+    stopped. Under torchrun every rank calls this with the same arguments.
+    """
+    resolved = cfg if isinstance(cfg, ResolvedTrain) else resolve(cfg)
+    env = distributed.init()
+    out = Path(out_dir)
+    try:
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(env)
+        with _run_lock(out, env.is_main):
+            return _train(resolved, Path(data_dir), out, env, resume=resume, stop_at=stop_at, progress=progress)
+    finally:
+        distributed.cleanup(env)
+
+
+def _train(
+    resolved: ResolvedTrain,
+    data_dir: Path,
+    out: Path,
+    env: distributed.DistEnv,
+    *,
+    resume: bool,
+    stop_at: int | None,
+    progress: bool,
+) -> TrainResult:
+    cfg = resolved.cfg
+    dataset = ShardDataset(
+        data_dir, resolved.model, split=cfg.split, seed=cfg.seed, verify_checksums=cfg.verify_checksums
+    )
+    probe = GlobalBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, world_size=env.world_size)
+    total = cfg.steps if cfg.steps is not None else math.ceil((cfg.epochs or 0) * probe.steps_per_epoch)
+    compat = resolved.compat()
+    ckpt_root = out / CHECKPOINT_DIR
+    ckpt = latest_checkpoint(ckpt_root)
+    if ckpt is not None and not resume:
+        raise TrainError(f"{out} already holds checkpoint {ckpt.path.name}; resume, or train into a new folder")
+
+    trainer = Trainer(resolved, env, total)
+    start = 0
+    if ckpt is not None:
+        check_compatible(ckpt, compat, dataset.fingerprint)
+        state = load_checkpoint(ckpt, trainer.model, map_location=env.device)
+        trainer.load_state(state)
+        start = int(state["step"])
+        log.info("resuming from %s (step %d of %d)", ckpt.path, start, total)
+    elif cfg.pretrained is not None:
+        report = load_clip_state_dict(trainer.model, read_state_dict(cfg.pretrained))
+        log.info("pretrained weights %s: %s", cfg.pretrained, report.summary())
+    end = max(start, total if stop_at is None else min(total, stop_at))
+
+    run_name = out.resolve().name
+    metrics = TrainMetrics(out, cfg.metrics, run_name, enabled=env.is_main)
+    if env.is_main:
+        truncate_log(out, start)
+        write_json_atomic(
+            out / CONFIG_NAME,
+            {
+                "train": cfg.model_dump(mode="json"),
+                "model": resolved.model.to_dict(),
+                "objective": plain(resolved.objective),
+                "data": str(data_dir),
+                "data_fingerprint": dataset.fingerprint,
+                "world_size": env.world_size,
+                "total_steps": total,
+            },
+        )
+
+    sampler = GlobalBatchSampler(
+        len(dataset), cfg.batch_size, seed=cfg.seed, rank=env.rank, world_size=env.world_size, start_step=start
+    )
+    loader = build_loader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=env.device.type == "cuda")
+    batches = iter(loader)
+    bar = tqdm(total=end, initial=start, disable=not (progress and env.is_main), desc="train", unit="step")
+
+    def save(step: int, loss: dict[str, float]) -> str | None:
+        """Rank 0 writes; every rank learns whether it worked (and stops together if not)."""
+        error = None
+        path = None
+        if env.is_main:
+            meta = {
+                "epoch": sampler.epoch_of(max(step - 1, 0)),
+                "samples": step * cfg.batch_size,
+                "loss": loss,
+                "compat": compat,
+                "compat_hash": resolved.compat_hash(),
+                "data_fingerprint": dataset.fingerprint,
+                "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+            try:
+                saved = save_checkpoint(
+                    ckpt_root,
+                    step,
+                    trainer.model,
+                    trainer.state(sampler, step),
+                    meta,
+                    resolved.model.to_dict(),
+                    cfg.keep_last,
+                )
+                path = str(saved.path)
+                metrics.checkpointed(step)
+            except CheckpointError as err:
+                error = err
+        if not distributed.broadcast_flag(error is None, env):
+            raise TrainError(str(error) if error else "rank 0 could not write the checkpoint; training stopped")
+        return path
+
+    first: dict[str, float] = {}
+    window: dict[str, list[float]] = {}
+    last_loss: dict[str, float] = {}
+    clock = _Clock()
+    run_start = time.perf_counter()
+    last_ckpt = str(ckpt.path) if ckpt is not None else None
+    step = start
+    try:
+        for step in range(start, end):
+            t0 = time.perf_counter()
+            data = next(batches)
+            waited = time.perf_counter() - t0
+            lrs = trainer.lrs()  # the rates this step uses (the scheduler moves on inside the step)
+            try:
+                terms, grad_norm = trainer.step(to_batch(data, env.device), step)
+            except NonFiniteLossError as err:
+                where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
+                raise NonFiniteLossError(f"{err}; training stopped, {where}") from err
+            clock.add(time.perf_counter() - t0, waited, first_step=not first)
+            first = first or terms
+            for k, v in terms.items():
+                window.setdefault(k, []).append(v)
+            done = step + 1
+            bar.update(1)
+            if done % cfg.metrics.log_every == 0 or done == end:
+                last_loss = {k: sum(v) / len(v) for k, v in window.items()}
+                n_steps = len(window["total"])
+                busy, wait = clock.take_window()
+                entry = {
+                    "step": done,
+                    "epoch": sampler.epoch_of(step),
+                    "samples": done * cfg.batch_size,
+                    "loss": last_loss,
+                    "lr": lrs,
+                    "grad_norm": grad_norm,
+                    "samples_per_s": n_steps * cfg.batch_size / busy,
+                    "data_wait_share": wait / busy,
+                }
+                metrics.record(entry, n_steps * cfg.batch_size)
+                bar.set_postfix(loss=f"{last_loss['total']:.4f}", sps=f"{entry['samples_per_s']:.1f}")
+                window = {}
+            if done % cfg.metrics.push_every == 0:
+                metrics.push()
+            if done % cfg.checkpoint_every == 0 or done == end:
+                last_ckpt = save(done, terms) or last_ckpt
+        step = end
+    finally:
+        bar.close()
+        del batches  # stops the loader's workers
+        metrics.push()
+
+    result = TrainResult(
+        out_dir=str(out),
+        checkpoint=last_ckpt,
+        start_step=start,
+        step=step,
+        total_steps=total,
+        finished=step >= total,
+        world_size=env.world_size,
+        first_loss=first,
+        loss=last_loss,
+        samples_per_s=clock.run_steps * cfg.batch_size / clock.run_time if clock.run_time > 0 else 0.0,
+        data_wait_share=clock.run_wait / clock.run_time if clock.run_time > 0 else 0.0,
+        seconds=time.perf_counter() - run_start,
+    )
+    if env.is_main:
+        write_json_atomic(out / RESULT_NAME, result.to_json_dict())
+    return result
