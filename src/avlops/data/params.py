@@ -33,7 +33,7 @@ class CheckConfig(StrictModel):
 
 
 class VersioningConfig(StrictModel):
-    """Where DVC pushes data. A local folder by default; ``s3://...`` or ``gs://...`` need the dvc-s3 / dvc-gs extras."""
+    """Where DVC pushes data: a local folder by default; ``s3://...`` / ``gs://...`` need the dvc-s3 / dvc-gs plugin."""
 
     remote_name: str = "avlops"
     remote_url: str = ".dvc-storage"
