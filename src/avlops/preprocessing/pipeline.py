@@ -1,9 +1,10 @@
-"""Preprocess one clip (:func:`preprocess_clip`) or a whole manifest into shards (:func:`preprocess_manifest`).
+"""Preprocess one clip (:func:`preprocess_clip`, :func:`preprocess_arrays`) or a whole manifest into shards
+(:func:`preprocess_manifest`).
 
-:func:`preprocess_clip` is the single per-clip transform of a manifest record. :func:`preprocess_arrays` is its
-twin for already-decoded inputs (a serving request): frames, waveform and captions in, the same per-clip tensors a
-shard holds out, built from the same per-modality functions (``video_from_frames``, ``audio_from_waveform``,
-``tokenize``).
+:func:`preprocess_clip` is the per-clip transform of a manifest record; :func:`preprocess_arrays` is its twin for
+already-decoded inputs (a serving request): frames, waveform and captions in, the same per-clip tensors a shard holds
+out. Both are built from the same per-modality functions (``video_from_frames`` / ``load_video``,
+``audio_from_waveform`` / ``load_audio``, ``tokenize``), so training and serving see the same tensors.
 
 :func:`preprocess_manifest` plans shards from the manifest (per split, in manifest order, ``shard_size`` clips each),
 skips shards an earlier run finished under the same config hash and inputs, and preprocesses the rest in worker
@@ -12,6 +13,7 @@ tensor crosses a process boundary (parallelism is across shards: a manifest need
 every worker busy). Randomness is per clip (seeded from the seed and the clip id), so the output is the same for any
 worker count and any interruption pattern. A clip that cannot be used goes to ``quarantine.jsonl`` with its reasons
 and the run continues; an unexpected exception (a bug) stops the run, keeping every shard finished so far.
+``index.json`` is written last.
 
 Bad-input policy (each is quarantined with its reason): a media path that leaves the dataset root (checked before
 anything is opened), a missing, empty, corrupt or truncated file, a zero-length video, a video with no audio track
@@ -19,7 +21,7 @@ anything is opened), a missing, empty, corrupt or truncated file, a zero-length 
 Not quarantined but *noted* in ``stats.parquet``: audio at another sample rate or channel count (resampled and
 downmixed, as VALOR's ffmpeg extraction does), captions cut to the context length, and an empty or missing sound
 track when ``audio_type`` is ``unknown`` (the clip keeps ``has_audio=False``). Captions that break the contract never
-get here: :func:`~avlops.data.manifest.read_manifest` quarantines them, as it does duplicate clip ids.
+get here: :func:`~avlops.data.manifest.read_manifest` quarantines them, as this run does duplicate clip ids.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ from avlops.preprocessing.text import TextTensor, get_tokenizer, tokenize
 from avlops.preprocessing.video import VideoInfo, VideoTensor, empty_video, load_video, video_from_frames
 
 __all__ = [
+    "QUARANTINE_NAME",
     "STATS_COLUMNS",
+    "STATS_DTYPES",
+    "STATS_NAME",
     "ClipError",
     "ClipStats",
     "ClipTensors",
@@ -122,7 +127,7 @@ class ClipStats:
 
 
 STATS_COLUMNS: tuple[str, ...] = (*ClipStats.__dataclass_fields__, "shard")
-_STATS_DTYPES = {
+STATS_DTYPES = {  # pandas dtypes of the stats.parquet columns (nullable where a fact can be missing)
     "duration_s": "float64",
     "frame_count": "int64",
     "fps": "Float64",
@@ -635,7 +640,7 @@ def _finish(
     number of clips with notes."""
     recs = [r for p in plans if (r := records[p.name]) is not None]
     rows = [{**row, "shard": r["file"]} for r in recs for row in r["stats"]]
-    stats = pd.DataFrame(rows, columns=list(STATS_COLUMNS)).astype(_STATS_DTYPES)
+    stats = pd.DataFrame(rows, columns=list(STATS_COLUMNS)).astype(STATS_DTYPES)
     write_parquet_atomic(out / STATS_NAME, stats)
     problems = problems + [
         Problem(p["source"], p["line"], p["clip_id"], tuple(p["reasons"])) for r in recs for p in r["problems"]
