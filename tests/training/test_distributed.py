@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.multiprocessing as mp
+import yaml
 from safetensors.torch import load_file
 
 from avlops.models.vla import VLAModel
@@ -33,14 +35,6 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _rank(rank: int, port: int, data: str, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
-    os.environ["MASTER_PORT"] = str(port)
-    result = train(TrainConfig.model_validate(CONFIG), data, out, progress=False)
-    assert result.world_size == 2 and result.finished
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,9 +46,17 @@ def _log(out: Path) -> list[dict[str, Any]]:
 
 
 def test_two_gloo_ranks_equal_one_process(tmp_path: Path, tiny_data: Path) -> None:
-    # fork: the ranks start with this process's imports instead of paying for them again (seconds each)
-    args = (_free_port(), str(tiny_data), str(tmp_path / "ddp"))
-    mp.start_processes(_rank, args=args, nprocs=2, join=True, start_method="fork")
+    # the documented launch: torchrun starting two `avlops train` processes (gloo on CPU), one thread each
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG), encoding="utf-8")
+    bin_dir = Path(sys.executable).parent
+    argv = [str(bin_dir / "torchrun"), "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    argv += ["--master-port", str(_free_port()), "--no-python", str(bin_dir / "avlops"), "train"]
+    argv += ["--config", str(config), "--data", str(tiny_data), "--out", str(tmp_path / "ddp"), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "on 2 process(es)" in done.stdout
     single = train(TrainConfig.model_validate(CONFIG), tiny_data, tmp_path / "single", progress=False)
     assert single.world_size == 1
     ddp_log, one_log = _log(tmp_path / "ddp"), _log(tmp_path / "single")

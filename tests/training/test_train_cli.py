@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from training_data import cli_main
+
+from avlops.cli import main as cli_main
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "train" / "tiny.yaml"
 

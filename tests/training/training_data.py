@@ -6,15 +6,11 @@ each with its own frame pattern, tone band and caption words, so a few steps vis
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 
-from avlops import cli
-from avlops.cli import train as train_cmd
 from avlops.models.vla import EOT_TOKEN_ID, SOT_TOKEN_ID
 from avlops.preprocessing.shards import sha256_file, write_json_atomic, write_shard
 
@@ -89,18 +85,3 @@ def write_dataset(out: Path, clips: int = 16, shard_size: int = 8, split: str = 
         },
     )
     return out
-
-
-def cli_main(argv: list[str]) -> int:
-    """``avlops.cli.main(argv)`` with the ``train`` command registered (a no-op once the CLI wires it itself)."""
-    build = cli.build_parser
-
-    def with_train() -> argparse.ArgumentParser:
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "train" not in sub.choices:
-            train_cmd.register(sub)
-        return parser
-
-    with mock.patch.object(cli, "build_parser", with_train):
-        return cli.main(argv)
