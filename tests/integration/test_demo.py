@@ -22,8 +22,12 @@ from avlops.cli import main
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "synth": {"clips": 12, "seconds": 1.0, "fps": 4, "size": 32, "workers": 1},
-    "preprocess": {"resolution": 32, "frames": 2, "eval_frames": 2, "workers": 1, "shard_size": 4},
-}
+    "preprocess": {
+        "resolution": 32, "frames": 2, "eval_frames": 2, "target_length": 128, "workers": 1, "shard_size": 4
+    },
+    "train": {"model": "tiny", "steps": 2, "epochs": None, "batch_size": 4, "num_workers": 0, "checkpoint_every": 2,
+              "metrics": {"log_every": 1}},
+}  # fmt: skip
 ENV = {
     "DVC_NO_ANALYTICS": "1",
     "GIT_AUTHOR_NAME": "avlops test",
@@ -47,7 +51,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))  # the stages' code deps
+    for code in ("src", "configs"):  # the stages' code deps
+        shutil.copytree(REPO / code, root / code, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section] = {**params[section], **values}
@@ -61,12 +66,16 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_demo_runs_every_stage_then_is_up_to_date(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--params", str(project / "params.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "stages run: synth, check, preprocess, validate, features" in out
+    ran = out.split("stages run: ")[1].split(" in ")[0].split(", ")
+    assert sorted(ran) == sorted(["synth", "check", "preprocess", "validate", "features", "train"])
+    assert ran.index("train") > ran.index("validate")  # the validation gate comes first
     assert "12 clips kept, 0 quarantined" in out
     assert "validation PASSED" in out
     docs = project / "reports" / "validate" / "data_docs" / "index.html"
     assert str(docs) in out and docs.is_file()
     assert "online lookup syn-000000" in out
+    assert "training artifacts/train/small (tiny model):" in out and "loss curve (step: total): 1: " in out
+    assert "finished at step 2/2" in out and (project / "artifacts/train/small/loss_curve.png").is_file()
 
     index = json.loads((project / "data" / "preprocessed" / "index.json").read_text())
     assert index["clips"] == 12 and index["quarantined"] == 0
@@ -85,3 +94,4 @@ def test_demo_fails_with_exit_1_when_validation_gate_fails(project: Path, capsys
     captured = capsys.readouterr()
     assert "failed to reproduce 'validate'" in captured.err
     assert not (project / "artifacts" / "feast").exists()  # nothing after the gate ran
+    assert not (project / "artifacts" / "train").exists()

@@ -16,6 +16,7 @@ def test_train_command(tmp_path: Path, tiny_data: Path, capsys: pytest.CaptureFi
     assert cli_main([*argv, "--steps", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "finished at step 2/2 (started at 0) on 1 process(es)" in out and "loss: total" in out
+    assert "loss curve (step: total): 1: " in out and (tmp_path / "run" / "loss_curve.png").is_file()
     assert (tmp_path / "run" / "checkpoints" / "step-00000002" / "model.safetensors").is_file()
 
 
@@ -42,3 +43,8 @@ def test_bad_flag_values_are_usage_errors(tmp_path: Path, tiny_data: Path, capsy
     assert "command line: steps: Input should be greater than or equal to 1" in capsys.readouterr().err
     assert cli_main([*argv, "--batch-size", "1"]) == 2
     assert "batch_size" in capsys.readouterr().err
+
+
+def test_data_and_out_come_from_flags_or_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["train", "--config", str(TINY)]) == 2
+    assert "data, out: give --data and --out or set them in the config" in capsys.readouterr().err

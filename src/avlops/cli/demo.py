@@ -83,6 +83,26 @@ def run_demo(args: argparse.Namespace) -> int:
     return _print_summary(root, params)
 
 
+def _print_training(root: Path, params: ProjectParams) -> bool:
+    from avlops.training.report import PLOT_NAME, read_run, summary_lines
+
+    if params.train.out is None:
+        print("training: no [train] out folder in params.yaml")
+        return False
+    out = root / params.train.out
+    try:
+        report = read_run(out)
+    except FileNotFoundError as err:
+        print(f"training: {err}")
+        return False
+    print(f"training {params.train.out} ({params.train.model} model):")
+    for line in summary_lines(report):
+        print(f"  {line}")
+    if (out / PLOT_NAME).is_file():
+        print(f"  loss curves: {out / PLOT_NAME}")
+    return bool(report.result.get("finished"))
+
+
 def _print_summary(root: Path, params: ProjectParams) -> int:
     ok = True
     check = _read_json(root / (params.check.report_dir or "") / "summary.json")
@@ -126,6 +146,7 @@ def _print_summary(root: Path, params: ProjectParams) -> int:
             row = get_online_clip_features(str(root / params.features.repo_dir), [clip_id])[clip_id]
             shown = {k: row.get(k) for k in ("split", "audio_type", "duration_s", "frame_count", "loudness_dbfs")}
             print(f"feature store {params.features.repo_dir}: online lookup {clip_id} -> {shown}")
+    ok &= _print_training(root, params)
     versions = versioning.path_versions(root, params.synth.out) if (root / "dvc.lock").is_file() else []
     if versions:
         v = versions[-1]

@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", type=Path, help="training config YAML (the whole file is the config)")
     src.add_argument("--params", type=Path, help="params.yaml to read the [train] section from")
-    p.add_argument("--data", type=Path, required=True, help="preprocessed folder (index.json + shards)")
-    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics, result")
+    p.add_argument("--data", type=Path, help="preprocessed folder (index.json + shards); default: the config's data")
+    p.add_argument("--out", type=Path, help="run folder: checkpoints, metrics, result; default: the config's out")
     p.add_argument("--model", help="model config name (tiny, small, base) or YAML path")
     p.add_argument("--steps", type=int, help="optimizer steps (replaces epochs)")
     p.add_argument("--epochs", type=float, help="passes over the split (replaces steps)")
@@ -78,6 +78,12 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         cfg = build(TrainConfig, {**cfg.model_dump(), **length}, "command line")
     if args.pushgateway:
         cfg = override(cfg, metrics=override(cfg.metrics, pushgateway=args.pushgateway))
+    cfg = override(
+        cfg, data=None if args.data is None else str(args.data), out=None if args.out is None else str(args.out)
+    )
+    missing = [name for name in ("data", "out") if getattr(cfg, name) is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: give --{' and --'.join(missing)} or set them in the config")
     return cfg
 
 
@@ -86,13 +92,16 @@ def run_train(args: argparse.Namespace) -> int:
     from avlops.training.data import DataError
     from avlops.training.loop import TrainError, train
     from avlops.training.params import resolve
+    from avlops.training.report import plot_loss_curves, read_run, summary_lines
 
-    resolved = resolve(_config(args))
+    cfg = _config(args)
+    assert cfg.data is not None and cfg.out is not None  # _config refuses a config without them
+    resolved = resolve(cfg)
     try:
         result = train(
             resolved,
-            args.data,
-            args.out,
+            cfg.data,
+            cfg.out,
             resume=not args.no_resume,
             stop_at=args.stop_at,
             progress=not args.no_progress,
@@ -114,5 +123,9 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if loss:
         print(f"loss: {loss}")
-    print(f"checkpoint: {result.checkpoint}  metrics: {Path(result.out_dir) / 'metrics.jsonl'}")
+    report = read_run(result.out_dir)
+    for line in summary_lines(report)[:2]:
+        print(line)
+    plot = plot_loss_curves(report)
+    print(f"checkpoint: {result.checkpoint}  metrics: {Path(result.out_dir) / 'metrics.jsonl'}  plot: {plot}")
     return ExitCode.OK

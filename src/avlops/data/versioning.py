@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import chdir, contextmanager
 from dataclasses import dataclass
@@ -178,11 +179,22 @@ def _remote_error(cfg: VersioningConfig, url: str, err: BaseException) -> Remote
 # --- pipeline ---------------------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _this_installation_first_on_path() -> Iterator[None]:
+    """Stage commands (``avlops ...``) run from the environment this process runs in, activated or not."""
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), before])
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
+
+
 def repro(repo_root: str | Path, targets: Sequence[str] | None = None, *, force: bool = False) -> list[str]:
     """Run the stages of ``dvc.yaml`` whose deps, params or outs changed (``dvc repro``); returns the stages run."""
     from dvc.exceptions import DvcException
 
-    with _open(repo_root) as repo:
+    with _open(repo_root) as repo, _this_installation_first_on_path():
         try:
             stages = repo.reproduce(targets=_targets(repo.root_dir, targets), force=force)
         except DvcException as err:

@@ -105,6 +105,8 @@ class TrainConfig(StrictModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
+    data: str | None = Field(None, description="`avlops preprocess` output folder; the --data flag overrides it")
+    out: str | None = Field(None, description="run folder (checkpoints, metrics); the --out flag overrides it")
     split: str = Field("train", description="shards of this split are trained on")
     batch_size: int = Field(32, ge=2, description="global batch: split evenly over the data-parallel ranks")
     steps: int | None = Field(None, ge=1, description="optimizer steps; a run needs one of steps and epochs")
