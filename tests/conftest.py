@@ -14,7 +14,7 @@ Use the fixtures, which hand back plain functions::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -147,3 +147,44 @@ def sample_media(tmp_path_factory: pytest.TempPathFactory) -> SampleMedia:
         wav=write_wav(d / "tone.wav"),
         image=write_image(d / "still.png"),
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian ``prometheus-pushgateway``) on 127.0.0.1; yields its URL."""
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.fail("prometheus-pushgateway is not installed: run ./run setup (it installs the Debian package)")
+    url = f"http://127.0.0.1:{free_port()}"
+    log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([binary, f"--web.listen-address={url[7:]}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the Pushgateway did not start: {log.read_text()}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
