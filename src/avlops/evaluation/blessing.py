@@ -1,0 +1,186 @@
+"""The blessing gate (TFX Evaluator → Pusher): may this model be registered?
+
+:func:`bless` checks an evaluation's metrics against ``evaluate.bless`` (:class:`BlessingConfig`):
+
+* **threshold** checks: ``metric >= min`` and/or ``metric <= max``;
+* **champion** checks: no worse than the current champion's value by more than the metric's tolerance — for
+  higher-is-better metrics ``value >= champion - tolerance``, for MedR/MeanR ``value <= champion + tolerance``.
+  Without a champion (the first model) these checks are skipped and the verdict says so.
+
+A check whose metric was not computed (a dataset without audio has no ``t2a``) fails, or is skipped with
+``missing: skip``. With no checks configured the model is blessed and the verdict says that nothing was checked.
+The verdict lists every check and every reason and is stored as ``blessing.json`` beside ``metrics.json``::
+
+    {"blessed": false,
+     "reasons": ["retrieval/t2av/R@1 = 12.5 is below the threshold 20 (threshold)"],
+     "checks": [{"metric": "retrieval/t2av/R@1", "kind": "threshold", "value": 12.5, "bound": 20.0,
+                 "passed": false, "op": ">=", "champion": null, "tolerance": null, "reason": "..."}],
+     "checkpoint": ".../checkpoints/step-00000020", "metrics_file": "metrics.json", "champion_file": null}
+
+``value`` is null for a metric that was not computed. Registration reads it with :func:`read_verdict`. Light on
+purpose (json only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from avlops.evaluation.names import higher_is_better
+from avlops.evaluation.params import BlessingConfig
+from avlops.evaluation.results import METRICS_NAME
+
+__all__ = ["BLESSING_NAME", "Check", "Verdict", "bless", "read_verdict", "write_verdict"]
+
+BLESSING_NAME = "blessing.json"
+
+CheckKind = Literal["threshold", "champion"]
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    kind: CheckKind
+    value: float | None  # None: the metric was not computed
+    bound: float
+    passed: bool
+    op: Literal[">=", "<="]
+    champion: float | None  # champion checks: the champion's value
+    tolerance: float | None  # champion checks: the allowed regression
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    blessed: bool
+    reasons: list[str]  # why the verdict is what it is: every failed check, or why it passed
+    checks: list[Check]
+    checkpoint: str
+    metrics_file: str = METRICS_NAME
+    champion_file: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        need = ("blessed", "reasons", "checks", "checkpoint", "metrics_file")
+        missing = [k for k in need if k not in data]
+        if missing:
+            raise ValueError(f"not a blessing verdict: missing {', '.join(missing)}")
+        if not isinstance(data["blessed"], bool):
+            raise ValueError("not a blessing verdict: 'blessed' must be true or false")
+        check_keys = set(Check.__dataclass_fields__)
+        checks = [Check(**{k: c.get(k) for k in check_keys}) for c in data["checks"]]
+        return cls(
+            blessed=data["blessed"],
+            reasons=[str(r) for r in data["reasons"]],
+            checks=checks,
+            checkpoint=str(data["checkpoint"]),
+            metrics_file=str(data["metrics_file"]),
+            champion_file=data.get("champion_file"),
+        )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _check(
+    metric: str,
+    kind: CheckKind,
+    value: float | None,
+    bound: float,
+    op: Literal[">=", "<="],
+    champion: float | None = None,
+    tolerance: float | None = None,
+) -> Check:
+    what = kind if champion is None or tolerance is None else f"champion {_fmt(champion)}, tolerance {_fmt(tolerance)}"
+    if value is None:
+        passed, reason = False, f"{metric} was not computed ({what})"
+    elif value >= bound if op == ">=" else value <= bound:
+        passed, reason = True, f"{metric} = {_fmt(value)} {op} {_fmt(bound)} ({what})"
+    else:
+        side = "below" if op == ">=" else "above"
+        passed, reason = False, f"{metric} = {_fmt(value)} is {side} the bound {_fmt(bound)} ({what})"
+    return Check(metric, kind, value, bound, passed, op, champion, tolerance, reason)
+
+
+def bless(
+    metrics: Mapping[str, float],
+    cfg: BlessingConfig,
+    checkpoint: str,
+    champion: Mapping[str, float] | None = None,
+    champion_file: str | None = None,
+) -> Verdict:
+    """Run every configured check on ``metrics`` (and against ``champion``'s metrics when given)."""
+    checks: list[Check] = []
+    notes: list[str] = []
+    for metric, b in cfg.thresholds.items():
+        value = metrics.get(metric)
+        if b.min is not None:
+            checks.append(_check(metric, "threshold", value, b.min, ">="))
+        if b.max is not None:
+            checks.append(_check(metric, "threshold", value, b.max, "<="))
+    if champion is None:
+        if cfg.max_regression:
+            notes.append(f"no champion to compare with: {len(cfg.max_regression)} champion check(s) skipped")
+    else:
+        for metric, tol in cfg.max_regression.items():
+            ref = champion.get(metric)
+            if ref is None:
+                notes.append(f"{metric}: the champion has no value; champion check skipped")
+                continue
+            up = higher_is_better(metric)
+            bound = ref - tol if up else ref + tol
+            checks.append(_check(metric, "champion", metrics.get(metric), bound, ">=" if up else "<=", ref, tol))
+
+    if cfg.missing == "skip":
+        skipped = [c for c in checks if c.value is None]
+        notes += [f"{c.metric} was not computed: {c.kind} check skipped" for c in skipped]
+        checks = [c for c in checks if c.value is not None]
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        reasons = [c.reason for c in failed]
+    elif checks:
+        reasons = [f"all {len(checks)} check(s) passed"]
+    else:
+        reasons = ["no blessing checks are configured (evaluate.bless): blessed without conditions"]
+    return Verdict(
+        blessed=not failed,
+        reasons=reasons + notes,
+        checks=checks,
+        checkpoint=checkpoint,
+        champion_file=champion_file,
+    )
+
+
+def write_verdict(out_dir: Path, verdict: Verdict) -> Path:
+    """Write ``out_dir/blessing.json`` (atomically) and return its path."""
+    from avlops.preprocessing.shards import write_json_atomic
+
+    path = out_dir / BLESSING_NAME
+    write_json_atomic(path, verdict.to_json_dict())
+    return path
+
+
+def read_verdict(path: str | Path) -> Verdict:
+    """Read a ``blessing.json`` (or the evaluation folder holding one); raises FileNotFoundError or ValueError."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / BLESSING_NAME
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: blessing verdict not found (run `avlops evaluate` first)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{p}: unreadable blessing verdict: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object")
+    try:
+        return Verdict.from_json_dict(data)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{p}: {err}") from err

@@ -1,0 +1,93 @@
+"""The evaluation's result file, ``metrics.json``: every metric by its one name, plus what was measured on what.
+
+Layout::
+
+    {
+      "format": "avlops.evaluate", "format_version": 1,
+      "checkpoint": ".../checkpoints/step-00000020", "step": 20,
+      "data": "data/preprocessed", "split": "test", "manifest": "data/synth/manifest.jsonl",
+      "metrics": {"retrieval/t2av/R@1": 42.5, ..., "captioning/av/CIDEr": 61.2},   # names: avlops.evaluation.names
+      "tasks": {"retrieval/t2av": {"queries": 60, "gallery": 20}, "captioning/av": {"clips": 20}, ...},
+      "skipped": {"retrieval/t2a": "no clip of split 'test' has audio", ...},
+      "notes": ["..."], "settings": {... the evaluate config ...}, "seconds": 12.3
+    }
+
+Light on purpose (json only): the gate and the registration code read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avlops.evaluation.names import is_metric
+
+__all__ = ["FORMAT", "METRICS_NAME", "EvaluationResult", "read_metrics", "write_metrics"]
+
+FORMAT = "avlops.evaluate"
+FORMAT_VERSION = 1
+METRICS_NAME = "metrics.json"
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    checkpoint: str
+    step: int | None
+    data: str
+    split: str
+    manifest: str
+    metrics: dict[str, float]  # metric name -> value
+    tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # "retrieval/t2v" -> {"queries", "gallery"}
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> why it did not run
+    notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any], where: str = "metrics") -> EvaluationResult:
+        if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{where}: not an avlops evaluation result (format {data.get('format')!r} "
+                f"version {data.get('format_version')!r}, expected {FORMAT!r} version {FORMAT_VERSION})"
+            )
+        metrics = data.get("metrics")
+        if not isinstance(metrics, dict) or not all(isinstance(v, int | float) for v in metrics.values()):
+            raise ValueError(f"{where}: 'metrics' must map metric names to numbers")
+        unknown = sorted(k for k in metrics if not is_metric(k))
+        if unknown:
+            raise ValueError(f"{where}: unknown metric name(s) {', '.join(unknown[:5])}")
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**{**fields, "metrics": {k: float(v) for k, v in metrics.items()}})
+
+
+def write_metrics(out_dir: Path, result: EvaluationResult) -> Path:
+    """Write ``out_dir/metrics.json`` (atomically) and return its path."""
+    from avlops.preprocessing.shards import write_json_atomic
+
+    if any(not math.isfinite(v) for v in result.metrics.values()):
+        raise ValueError("metrics must be finite numbers")
+    path = out_dir / METRICS_NAME
+    write_json_atomic(path, result.to_json_dict())
+    return path
+
+
+def read_metrics(path: str | Path) -> EvaluationResult:
+    """Read a ``metrics.json`` (or the folder holding one); raises FileNotFoundError or ValueError naming the file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / METRICS_NAME
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: metrics file not found")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{p}: unreadable metrics file: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object")
+    return EvaluationResult.from_json_dict(data, str(p))
