@@ -11,7 +11,7 @@ from enum import IntEnum
 from avlops import __version__
 from avlops.config import ConfigError
 
-__all__ = ["ExitCode", "entry", "main"]
+__all__ = ["ExitCode", "describe", "entry", "main"]
 
 
 class ExitCode(IntEnum):
@@ -25,6 +25,11 @@ class ExitCode(IntEnum):
 
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def describe(doc: str | None) -> str:
+    """A module docstring as ``--help`` text: reST literals (double backquotes) shown as plain words."""
+    return (doc or "").replace("``", "")
 
 
 def build_parser() -> argparse.ArgumentParser:

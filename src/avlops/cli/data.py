@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from avlops.cli import ExitCode
+from avlops.cli import ExitCode, describe
 from avlops.config import load_section, override
 from avlops.data.manifest import check_manifest, write_manifest, write_quarantine
 from avlops.data.params import CheckConfig
@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("data", help="make, import, check and version datasets", description=__doc__)
+    p = sub.add_parser("data", help="make, import, check and version datasets", description=describe(__doc__))
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     c = dsub.add_parser(

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from avlops.cli import ExitCode
+from avlops.cli import ExitCode, describe
 from avlops.config import load_section, override
 from avlops.data.importers import (
     QUARANTINE_NAME,
@@ -103,7 +103,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``import`` with one subcommand per source format to ``avlops data``."""
-    p = dsub.add_parser("import", help="import VALOR JSON, AudioCaps/Clotho CSV or a folder", description=__doc__)
+    p = dsub.add_parser(
+        "import", help="import VALOR JSON, AudioCaps/Clotho CSV or a folder", description=describe(__doc__)
+    )
     isub = p.add_subparsers(dest="import_format", metavar="FORMAT", required=True)
     raw = argparse.RawDescriptionHelpFormatter
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from avlops.cli import ExitCode
+from avlops.cli import ExitCode, describe
 from avlops.config import load_section
 from avlops.data import versioning
 from avlops.params import ProjectParams
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="run the whole embedded flow (dvc repro of every stage, push, summary)",
-        description=__doc__,
+        description=describe(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="project parameters (default: %(default)s)")

@@ -8,7 +8,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from avlops.cli import ExitCode
+from avlops.cli import ExitCode, describe
 from avlops.config import load_section, override
 from avlops.features.params import FeaturesConfig
 
@@ -17,7 +17,7 @@ __all__ = ["register", "run_lookup", "run_materialize"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the top-level ``features`` group."""
-    p = sub.add_parser("features", help="fill and query the feature store (Feast)", description=__doc__)
+    p = sub.add_parser("features", help="fill and query the feature store (Feast)", description=describe(__doc__))
     fsub = p.add_subparsers(dest="features_command", metavar="SUBCOMMAND", required=True)
 
     m = fsub.add_parser(
