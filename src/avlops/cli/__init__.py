@@ -33,7 +33,7 @@ def describe(doc: str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avlops.cli import data, demo, features, preprocess, train  # command groups register themselves
+    from avlops.cli import data, demo, evaluate, features, preprocess, train  # command groups register themselves
 
     parser = argparse.ArgumentParser(
         prog="avlops",
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.register(sub)
     features.register(sub)
     train.register(sub)
+    evaluate.register(sub)
     demo.register(sub)
     return parser
 

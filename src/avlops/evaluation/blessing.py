@@ -97,10 +97,11 @@ def _check(
     op: Literal[">=", "<="],
     champion: float | None = None,
     tolerance: float | None = None,
+    why: str | None = None,
 ) -> Check:
     what = kind if champion is None or tolerance is None else f"champion {_fmt(champion)}, tolerance {_fmt(tolerance)}"
     if value is None:
-        passed, reason = False, f"{metric} was not computed ({what})"
+        passed, reason = False, f"{metric} was not computed{': ' + why if why else ''} ({what})"
     elif value >= bound if op == ">=" else value <= bound:
         passed, reason = True, f"{metric} = {_fmt(value)} {op} {_fmt(bound)} ({what})"
     else:
@@ -109,22 +110,33 @@ def _check(
     return Check(metric, kind, value, bound, passed, op, champion, tolerance, reason)
 
 
+def _why(not_computed: Mapping[str, str], metric: str) -> str | None:
+    """The recorded reason a metric's task did not run (``retrieval-dsl/t2a/R@1`` -> ``retrieval/t2a``)."""
+    task = metric.rsplit("/", 1)[0]  # a skipped retrieval task has no DSL rows either
+    return not_computed.get(task) or not_computed.get(task.replace("retrieval-dsl/", "retrieval/", 1))
+
+
 def bless(
     metrics: Mapping[str, float],
     cfg: BlessingConfig,
     checkpoint: str,
     champion: Mapping[str, float] | None = None,
     champion_file: str | None = None,
+    not_computed: Mapping[str, str] | None = None,
 ) -> Verdict:
-    """Run every configured check on ``metrics`` (and against ``champion``'s metrics when given)."""
+    """Run every configured check on ``metrics`` (and against ``champion``'s metrics when given).
+
+    ``not_computed`` (task -> reason, ``metrics.json``'s ``skipped``) explains checks on metrics that are absent.
+    """
     checks: list[Check] = []
     notes: list[str] = []
+    why = dict(not_computed or {})
     for metric, b in cfg.thresholds.items():
         value = metrics.get(metric)
         if b.min is not None:
-            checks.append(_check(metric, "threshold", value, b.min, ">="))
+            checks.append(_check(metric, "threshold", value, b.min, ">=", why=_why(why, metric)))
         if b.max is not None:
-            checks.append(_check(metric, "threshold", value, b.max, "<="))
+            checks.append(_check(metric, "threshold", value, b.max, "<=", why=_why(why, metric)))
     if champion is None:
         if cfg.max_regression:
             notes.append(f"no champion to compare with: {len(cfg.max_regression)} champion check(s) skipped")
@@ -136,7 +148,8 @@ def bless(
                 continue
             up = higher_is_better(metric)
             bound = ref - tol if up else ref + tol
-            checks.append(_check(metric, "champion", metrics.get(metric), bound, ">=" if up else "<=", ref, tol))
+            op: Literal[">=", "<="] = ">=" if up else "<="
+            checks.append(_check(metric, "champion", metrics.get(metric), bound, op, ref, tol, _why(why, metric)))
 
     if cfg.missing == "skip":
         skipped = [c for c in checks if c.value is None]

@@ -25,11 +25,15 @@ from typing import Any
 
 from avlops.evaluation.names import is_metric
 
-__all__ = ["FORMAT", "METRICS_NAME", "EvaluationResult", "read_metrics", "write_metrics"]
+__all__ = ["FORMAT", "METRICS_NAME", "EvaluationResult", "MetricsFileError", "read_metrics", "write_metrics"]
 
 FORMAT = "avlops.evaluate"
 FORMAT_VERSION = 1
 METRICS_NAME = "metrics.json"
+
+
+class MetricsFileError(ValueError):
+    """A metrics file that is not an avlops evaluation result."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +56,16 @@ class EvaluationResult:
     @classmethod
     def from_json_dict(cls, data: dict[str, Any], where: str = "metrics") -> EvaluationResult:
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
+            raise MetricsFileError(
                 f"{where}: not an avlops evaluation result (format {data.get('format')!r} "
                 f"version {data.get('format_version')!r}, expected {FORMAT!r} version {FORMAT_VERSION})"
             )
         metrics = data.get("metrics")
         if not isinstance(metrics, dict) or not all(isinstance(v, int | float) for v in metrics.values()):
-            raise ValueError(f"{where}: 'metrics' must map metric names to numbers")
+            raise MetricsFileError(f"{where}: 'metrics' must map metric names to numbers")
         unknown = sorted(k for k in metrics if not is_metric(k))
         if unknown:
-            raise ValueError(f"{where}: unknown metric name(s) {', '.join(unknown[:5])}")
+            raise MetricsFileError(f"{where}: unknown metric name(s) {', '.join(unknown[:5])}")
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**{**fields, "metrics": {k: float(v) for k, v in metrics.items()}})
 
@@ -78,7 +82,7 @@ def write_metrics(out_dir: Path, result: EvaluationResult) -> Path:
 
 
 def read_metrics(path: str | Path) -> EvaluationResult:
-    """Read a ``metrics.json`` (or the folder holding one); raises FileNotFoundError or ValueError naming the file."""
+    """Read a ``metrics.json`` (or the folder holding one); FileNotFoundError or MetricsFileError name the file."""
     p = Path(path)
     if p.is_dir():
         p = p / METRICS_NAME
@@ -87,7 +91,7 @@ def read_metrics(path: str | Path) -> EvaluationResult:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ValueError(f"{p}: unreadable metrics file: {err}") from err
+        raise MetricsFileError(f"{p}: unreadable metrics file: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a JSON object")
+        raise MetricsFileError(f"{p}: expected a JSON object")
     return EvaluationResult.from_json_dict(data, str(p))
