@@ -10,6 +10,7 @@ from pydantic import Field
 
 from avlops.config import StrictModel
 from avlops.data.params import CheckConfig, SynthConfig, VersioningConfig
+from avlops.evaluation.params import EvaluateConfig
 from avlops.features.params import FeaturesConfig
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.training.params import TrainConfig
@@ -25,4 +26,5 @@ class ProjectParams(StrictModel):
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     versioning: VersioningConfig = Field(default_factory=VersioningConfig)
