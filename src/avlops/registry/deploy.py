@@ -1,0 +1,102 @@
+"""Register a blessed checkpoint, serve it on a local Triton server and query it once: the demo's serving step.
+
+:func:`deploy_and_query` builds the catalogue from the training data, registers the checkpoint (refusing it if it is
+not blessed or its export disagrees with eager), optionally publishes the catalogue's embeddings to Feast, starts
+Triton on the new version (free ports on 127.0.0.1 unless ``serve`` says otherwise), runs one text search and one
+captioning request over gRPC, stops the server and reports what it got.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avlops.features.params import FeaturesConfig
+from avlops.preprocessing.shards import sha256_file
+from avlops.registry.params import RegisterConfig
+from avlops.registry.register import register_model
+from avlops.registry.store import Registry
+from avlops.serving.bundle import WEIGHTS_NAME, load_model
+from avlops.serving.catalogue import build_catalogue, publish_catalogue
+from avlops.serving.client import SearchHit, ServingClient
+from avlops.serving.params import ServeConfig
+from avlops.serving.server import TritonServer
+
+__all__ = ["DeployReport", "deploy_and_query"]
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    version: int
+    aliases: dict[str, int]
+    card: str
+    grpc: str
+    query: str
+    hits: list[SearchHit]
+    clip: str
+    caption: str
+    seconds: dict[str, float] = field(default_factory=dict)  # register, startup, search, caption
+    feast: dict[str, Any] | None = None  # the online lookup after publishing, when asked
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def deploy_and_query(
+    checkpoint: Path,
+    eval_dir: Path,
+    data_dir: Path,
+    query: str,
+    clip: Path,
+    *,
+    cfg: RegisterConfig | None = None,
+    serve: ServeConfig | None = None,
+    features: FeaturesConfig | None = None,
+    k: int = 5,
+) -> DeployReport:
+    """Register ``checkpoint`` into ``cfg.repository``, serve it, search ``query`` and caption ``clip``."""
+    cfg = cfg or RegisterConfig()
+    serve = serve or ServeConfig(grpc_port=0, http_port=0, metrics_port=0)
+    t0 = time.perf_counter()
+    model = load_model(checkpoint)
+    catalogue = build_catalogue(model, data_dir, checkpoint_sha256=sha256_file(checkpoint / WEIGHTS_NAME))
+    catalogue_path = catalogue.save(Path(cfg.repository) / ".catalogue")
+    result = register_model(checkpoint, eval_dir, catalogue_path, cfg, data_dir=data_dir)
+    seconds = {"register": round(time.perf_counter() - t0, 2)}
+    feast = None
+    if features is not None:
+        feast = publish_catalogue(catalogue, result.version, features).example
+    registry = Registry(Path(cfg.repository))
+    t1 = time.perf_counter()
+    with TritonServer(
+        registry.models,
+        config_name=f"v{result.version}",
+        host=serve.host,
+        grpc_port=serve.grpc_port,
+        http_port=serve.http_port,
+        metrics_port=serve.metrics_port,
+        startup_timeout_s=serve.startup_timeout_s,
+    ) as server:
+        seconds["startup"] = round(time.perf_counter() - t1, 2)
+        with ServingClient(server.endpoints.grpc) as client:
+            t2 = time.perf_counter()
+            hits = client.search(query, k)
+            seconds["search"] = round(time.perf_counter() - t2, 3)
+            t3 = time.perf_counter()
+            caption = client.caption(clip)
+            seconds["caption"] = round(time.perf_counter() - t3, 3)
+        grpc = server.endpoints.grpc
+    return DeployReport(
+        version=result.version,
+        aliases=result.aliases,
+        card=result.card,
+        grpc=grpc,
+        query=query,
+        hits=hits,
+        clip=str(clip),
+        caption=caption.text,
+        seconds=seconds,
+        feast=feast,
+    )

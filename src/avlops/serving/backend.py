@@ -1,0 +1,103 @@
+"""The only code that talks to Triton's python backend: build a handler when a model instance loads, convert each
+batch of requests to numpy arrays and back, and turn errors into responses.
+
+Tensors cross by DLPack both ways (the numpy-2 pitfall of platform-facts: ``pb_utils.Tensor(name, array)`` returns
+empty tensors); inputs arrive read-only, so outputs are always fresh copies. A request the handler refuses gets
+INVALID_ARGUMENT with the handler's message; an unexpected exception gets INTERNAL for the requests of that batch
+only, its traceback goes to the server log, and the model keeps serving.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avlops.serving.bundle import CATALOGUE_NAME, DECODER_STEP_NAME, ONNX_NAME, ServingBundle, load_model
+from avlops.serving.handler import Arrays, Handler, InputError, Outcome
+
+__all__ = ["TritonPythonModel", "load_handler"]
+
+
+def load_handler(model_name: str, folder: Path) -> Handler:
+    """The handler of ``model_name`` for the version folder ``folder`` (reads its ``serving.json``)."""
+    bundle = ServingBundle.read(folder)
+    spec = bundle.contract()[model_name]
+    limits = bundle.limits_config()
+    kind = spec.handler
+    # each process imports only what its handler needs: an encoder process never loads torch (~0.7 GB, ~1.5 s)
+    if kind is None:  # an exported encoder
+        from avlops.serving.encoders import OnnxEncoder
+
+        return OnnxEncoder(spec, folder / ONNX_NAME, vocab_size=bundle.sizes.vocab_size)
+    if kind in ("text_preprocess", "media_preprocess", "array_preprocess"):
+        from avlops.serving import preprocess
+
+        if kind == "text_preprocess":
+            return preprocess.TextPreprocess(spec, bundle.sizes.context, limits)
+        cls = preprocess.MediaPreprocess if kind == "media_preprocess" else preprocess.ArrayPreprocess
+        return cls(spec, bundle.preprocess_config(), limits)
+    if kind == "clip_pool":
+        from avlops.serving.pooling import ClipPool
+
+        return ClipPool(spec)
+    if kind == "catalogue_search":
+        from avlops.serving import catalogue
+
+        return catalogue.CatalogueSearch(
+            spec,
+            load_model(folder, bundle),
+            catalogue.Catalogue.load(folder / CATALOGUE_NAME),
+            bundle.objective_config(),
+            bundle.search_similarity(),
+            limits.max_top_k,
+        )
+    if kind == "caption_decoder":
+        from avlops.models.vla import VLAConfig
+        from avlops.serving.captioning import CaptionDecoder, OnnxStepModel
+
+        model = OnnxStepModel(VLAConfig.from_dict(bundle.model), folder / DECODER_STEP_NAME)
+        model.load_state_dict(load_model(folder, bundle).state_dict())
+        return CaptionDecoder(spec, model, bundle.objective_config(), limits)
+    raise ValueError(f"{model_name}: unknown handler {kind!r}")
+
+
+class TritonPythonModel:
+    """What Triton's python backend instantiates (through the version folder's thin ``model.py``)."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        self.pb: Any = importlib.import_module("triton_python_backend_utils")
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.handler = load_handler(args["model_name"], folder)
+        self.inputs = [s.name for s in self.handler.spec.inputs]
+        if "torch" in sys.modules:  # one thread per instance: intra-op threads would fight the other models
+            sys.modules["torch"].set_num_threads(1)
+
+    def _arrays(self, request: Any) -> Arrays:
+        out = {}
+        for name in self.inputs:
+            tensor = self.pb.get_input_tensor_by_name(request, name)
+            if tensor is not None:  # a missing input is refused by the handler's contract check
+                out[name] = np.from_dlpack(tensor)
+        return out
+
+    def _response(self, outcome: Outcome) -> Any:
+        pb = self.pb
+        if isinstance(outcome, InputError):
+            return pb.InferenceResponse(error=pb.TritonError(str(outcome), pb.TritonError.INVALID_ARG))
+        if isinstance(outcome, Exception):
+            return pb.InferenceResponse(error=pb.TritonError(f"internal error: {outcome}", pb.TritonError.INTERNAL))
+        tensors = [pb.Tensor.from_dlpack(k, np.array(v, copy=True, order="C")) for k, v in outcome.items()]
+        return pb.InferenceResponse(output_tensors=tensors)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        try:
+            outcomes = self.handler.handle([self._arrays(r) for r in requests])
+        except Exception as err:  # a bug, not bad input: fail this batch, log why, keep serving
+            self.pb.Logger.log_error(f"{self.handler.spec.name}: {traceback.format_exc()}")
+            outcomes = [err] * len(requests)
+        return [self._response(o) for o in outcomes]

@@ -1,0 +1,63 @@
+"""Config of serving: the request limits and batching a registered version is served with (``registry`` in
+``params.yaml``, recorded in every version), and how ``avlops serve`` starts the local server (``serve``).
+
+Light on purpose (pydantic only), like every section model.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from avlops.config import StrictModel
+
+__all__ = ["BatchingConfig", "SearchSimilarity", "ServeConfig", "ServingLimits"]
+
+
+class SearchSimilarity(StrEnum):
+    """How ``search`` scores text against the catalogue (bench/results/serving.md compares them)."""
+
+    MODEL = "model"  # what the model was trained with (its objective's similarity): the library's own scoring
+    FINE = "fine"  # VALOR's token-wise similarity with learned weights (avlops.losses.fine_similarity)
+    COARSE = "coarse"  # cosine of the pooled text and clip embeddings
+
+
+class ServingLimits(StrictModel):
+    """What a request may hold; anything beyond is refused with INVALID_ARGUMENT before any work is done."""
+
+    max_text_chars: int = Field(1000, ge=1, description="the dataset contract's caption limit")
+    max_media_bytes: int = Field(64 * 2**20, ge=1, description="an encoded clip's size")
+    max_media_seconds: float = Field(120.0, gt=0, description="a clip's (or a waveform's) duration")
+    max_raw_frames: int = Field(2000, ge=1, description="decoded frames sent to array_preprocess")
+    max_frame_side: int = Field(4096, ge=8, description="height and width of decoded frames")
+    max_top_k: int = Field(100, ge=1)
+    caption_max_len: int = Field(30, ge=2, description="tokens per caption, SOT and EOT included")
+    caption_beam_size: int = Field(3, ge=1, le=16)
+    caption_length_penalty: float = Field(0.6, ge=0)
+
+
+class BatchingConfig(StrictModel):
+    """Triton's dynamic batching and instance counts (bench/serving.py measured these on 2 cores)."""
+
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    max_queue_delay_us: int = Field(0, ge=0, description="0: batch what is queued, never wait for more")
+    encoder_instances: int = Field(1, ge=1)
+    preprocess_instances: int = Field(1, ge=1)
+    handler_instances: int = Field(1, ge=1, description="clip_pool, catalogue_search, caption_decoder")
+
+
+class ServeConfig(StrictModel):
+    """``avlops serve``: a local Triton server on one registered version of a repository."""
+
+    repository: str = "artifacts/registry"
+    alias: str | None = Field("champion", description="serve the version this alias points to")
+    version: int | None = Field(None, ge=1, description="serve this version instead of an alias")
+    host: str = Field("127.0.0.1", description="address every endpoint binds")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="0 = a free port")
+    http_port: int = Field(8000, ge=0, le=65535)
+    metrics_port: int = Field(8002, ge=0, le=65535)
+    startup_timeout_s: float = Field(180.0, gt=0)
+    poll_seconds: int | None = Field(
+        None, ge=1, description="reload changed configs (promotions) every N s (model-control-mode=poll); None = none"
+    )

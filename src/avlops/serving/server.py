@@ -1,0 +1,261 @@
+"""Start and stop a local Triton Inference Server (the binary of the ``nvidia-pytriton`` wheel), no Docker needed.
+
+The launch follows platform-facts: a backend folder holding the wheel's python backend plus the stub built for this
+interpreter's Python version; ``LD_LIBRARY_PATH`` with this interpreter's libpython first (else the stub loads the
+system's libpython, whose stdlib does not match) then the wheel's libraries; ``PATH`` starting with this
+environment's ``bin`` so the stub imports the project's packages. Everything is computed at run time.
+
+Security of what is started: every endpoint binds ``host`` (127.0.0.1 by default); the model-control API is off
+(``--model-control-mode=none``, or ``poll`` which reloads changed files but offers no load/unload API), and the
+model-repository, shared-memory, trace and logging APIs of both protocols are restricted to a header whose value is
+``AVLOPS_TRITON_ADMIN_KEY`` when set, else a random secret nobody holds (the APIs are then unreachable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["ADMIN_HEADER", "Endpoints", "ServerError", "TritonServer", "free_port", "triton_home"]
+
+ADMIN_HEADER = "avlops-admin-key"
+_RESTRICTED = "model-repository,shared-memory,trace,logging"
+
+
+class ServerError(RuntimeError):
+    """The server could not be found, started or made ready; the message carries the end of its log."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    host: str
+    grpc_port: int
+    http_port: int
+    metrics_port: int
+
+    @property
+    def grpc(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def metrics(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+def triton_home() -> Path:
+    """The ``tritonserver`` folder of the installed ``nvidia-pytriton`` wheel."""
+    try:
+        import pytriton
+    except ImportError as err:
+        raise ServerError("nvidia-pytriton is not installed: it provides the tritonserver binary") from err
+    home = Path(pytriton.__file__).parent / "tritonserver"
+    if not (home / "bin" / "tritonserver").is_file():
+        raise ServerError(f"{home}: no bin/tritonserver in the nvidia-pytriton wheel")
+    return home
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _backend_dir(home: Path, dest: Path) -> Path:
+    """``dest/python/``: the wheel's python backend plus the stub for this interpreter's Python version."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"no python-backend stub for Python {version} in {stub.parent.parent}")
+    python = dest / "python"
+    shutil.copytree(home / "backends" / "python", python)
+    shutil.copy2(stub, python / "triton_python_backend_stub")
+    return dest
+
+
+def _environment(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    libs = [str(sysconfig.get_config_var("LIBDIR")), str(home.parent.parent / "nvidia_pytriton.libs")]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")  # each python model instance is a process of its own
+    return env
+
+
+class TritonServer:
+    """A Triton server on ``model_repository`` (a folder of models), as a context manager::
+
+        with TritonServer(repo / "models", config_name="champion") as server:
+            client = ServingClient(server.endpoints.grpc)
+
+    Ports 0 are replaced by free ones. ``start`` returns once the server and every model are ready (or raises
+    :class:`ServerError` with the log's end); ``stop`` sends SIGTERM, then SIGKILL to the server's process group.
+    """
+
+    def __init__(
+        self,
+        model_repository: Path,
+        *,
+        config_name: str | None = None,
+        host: str = "127.0.0.1",
+        grpc_port: int = 0,
+        http_port: int = 0,
+        metrics_port: int = 0,
+        startup_timeout_s: float = 180.0,
+        poll_seconds: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.config_name = config_name
+        self.host = host
+        self.ports = (grpc_port, http_port, metrics_port)
+        self.startup_timeout_s = startup_timeout_s
+        self.poll_seconds = poll_seconds
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._endpoints: Endpoints | None = None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            raise ServerError("the server is not started")
+        return self._endpoints
+
+    def command(self, endpoints: Endpoints, backends: Path) -> list[str]:
+        admin = os.environ.get("AVLOPS_TRITON_ADMIN_KEY") or secrets.token_urlsafe(24)
+        e = endpoints
+        cmd = [
+            str(triton_home() / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backends}",
+            f"--grpc-address={e.host}",
+            f"--grpc-port={e.grpc_port}",
+            f"--http-address={e.host}",
+            f"--http-port={e.http_port}",
+            f"--metrics-address={e.host}",
+            f"--metrics-port={e.metrics_port}",
+            f"--grpc-restricted-protocol={_RESTRICTED}:{ADMIN_HEADER}={admin}",
+            f"--http-restricted-api={_RESTRICTED}:{ADMIN_HEADER}={admin}",
+            "--disable-auto-complete-config",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=30",
+            "--log-info=true",
+        ]
+        if self.poll_seconds:
+            cmd += ["--model-control-mode=poll", f"--repository-poll-secs={self.poll_seconds}"]
+        else:
+            cmd.append("--model-control-mode=none")
+        if self.config_name:
+            cmd.append(f"--model-config-name={self.config_name}")
+        return cmd
+
+    def start(self) -> Endpoints:
+        if self.process is not None:
+            return self.endpoints
+        if not self.model_repository.is_dir():
+            raise ServerError(f"{self.model_repository}: no model repository")
+        home = triton_home()
+        self._scratch = tempfile.TemporaryDirectory(prefix="avlops-triton-")
+        scratch = Path(self._scratch.name)
+        backends = _backend_dir(home, scratch / "backends")
+        ports = [p or free_port(self.host) for p in self.ports]
+        self._endpoints = Endpoints(self.host, *ports)
+        log = self.log_path or scratch / "tritonserver.log"
+        self.log_path = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                self.command(self._endpoints, backends),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_environment(home),
+                start_new_session=True,  # its own process group: stop() reaches the python-backend stubs too
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self._endpoints
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        text = self.log_path.read_bytes().decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _wait_ready(self) -> None:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        assert self.process is not None
+        client = grpcclient.InferenceServerClient(self.endpoints.grpc)
+        deadline = time.monotonic() + self.startup_timeout_s
+        try:
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    raise ServerError(f"tritonserver exited with {code} while starting:\n{self.log_tail()}")
+                try:
+                    if client.is_server_ready(client_timeout=2.0):
+                        return
+                except InferenceServerException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}"
+                    )
+                time.sleep(0.25)
+        finally:
+            client.close()
+
+    def stop(self, timeout_s: float = 45.0) -> int | None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``); returns its exit code."""
+        process, self.process = self.process, None
+        code = None
+        if process is not None:
+            code = process.poll()
+            if code is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    code = process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:  # e.g. a crashed stub can leave Triton waiting
+                    _signal_group(process.pid, signal.SIGKILL)
+                    code = process.wait()
+            _signal_group(process.pid, signal.SIGKILL)  # stubs left behind in the group, if any
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+        return code
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
