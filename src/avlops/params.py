@@ -13,6 +13,8 @@ from avlops.data.params import CheckConfig, SynthConfig, VersioningConfig
 from avlops.evaluation.params import EvaluateConfig
 from avlops.features.params import FeaturesConfig
 from avlops.preprocessing.params import PreprocessConfig
+from avlops.registry.params import RegisterConfig
+from avlops.serving.params import ServeConfig
 from avlops.training.params import TrainConfig
 from avlops.validation.params import ValidateConfig
 
@@ -28,3 +30,5 @@ class ProjectParams(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     versioning: VersioningConfig = Field(default_factory=VersioningConfig)
+    registry: RegisterConfig = Field(default_factory=RegisterConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)

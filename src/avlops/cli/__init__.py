@@ -33,7 +33,16 @@ def describe(doc: str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avlops.cli import data, demo, evaluate, features, preprocess, train  # command groups register themselves
+    from avlops.cli import (  # command groups register themselves
+        data,
+        demo,
+        evaluate,
+        features,
+        preprocess,
+        register,
+        serve,
+        train,
+    )
 
     parser = argparse.ArgumentParser(
         prog="avlops",
@@ -48,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     features.register(sub)
     train.register(sub)
     evaluate.register(sub)
+    register.register(sub)
+    serve.register(sub)
     demo.register(sub)
     return parser
 
