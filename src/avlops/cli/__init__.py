@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         data,
         demo,
         evaluate,
+        experiment,
         features,
         preprocess,
         register,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register(sub)
     register.register(sub)
     serve.register(sub)
+    experiment.register(sub)
     demo.register(sub)
     return parser
 

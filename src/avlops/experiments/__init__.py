@@ -1,0 +1,1 @@
+"""Reproducible experiments built from the platform's own stages."""
