@@ -209,3 +209,33 @@ def test_register_command(deployment: Deployment, tmp_path: Path, capsys: pytest
     assert main([*args, "--eval", str(tmp_path / "eval")]) == 1  # catalogue built on the fly, then refused
     assert "did not bless" in capsys.readouterr().err
     assert Registry(repository).versions() == [1]
+
+
+@pytest.mark.slow
+def test_catalogue_build_and_publish_to_feast(
+    deployment: Deployment, register: Register, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from avlops.features.params import FeaturesConfig
+    from avlops.features.store import get_online_clip_features, materialize_features
+
+    out = tmp_path / "cat"
+    args = ["catalogue", "build", "--checkpoint", str(deployment.checkpoint), "--data", str(deployment.data)]
+    assert main([*args, "--out", str(out), "--splits", "test", "val"]) == 0
+    built = Catalogue.load(out)
+    assert 0 < len(built) < 12 and set(built.splits) <= {"test", "val"}
+
+    feast = tmp_path / "feast"
+    materialize_features(
+        FeaturesConfig(
+            repo_dir=str(feast), manifest=str(deployment.manifest), stats=str(deployment.data / "stats.parquet")
+        )
+    )
+    result = register()
+    assert main(["catalogue", "publish", "champion", "--repository", result.repository, "--repo-dir", str(feast)]) == 0
+    assert "published 12 clip embeddings of version 1" in capsys.readouterr().out
+    clip = deployment.records[0]["clip_id"]
+    got = get_online_clip_features(
+        feast, [clip], ["clip_embedding:model_version", "clip_embedding:embedding", "clip_metadata:split"]
+    )[clip]
+    assert got["model_version"] == 1 and len(got["embedding"]) == 32
+    assert got["split"] == deployment.records[0]["split"]

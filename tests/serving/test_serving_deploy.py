@@ -1,0 +1,35 @@
+"""The demo's serving step as one call: register a blessed checkpoint, serve it, search once, caption once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from serving_data import Deployment
+
+from avlops.registry.deploy import deploy_and_query
+from avlops.registry.params import RegisterConfig
+from avlops.registry.store import Registry
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+
+def test_deploy_and_query(deployment: Deployment, tmp_path: Path) -> None:
+    rec = deployment.records[0]
+    repository = tmp_path / "registry"
+    report = deploy_and_query(
+        deployment.checkpoint,
+        deployment.eval_dir,
+        deployment.data,
+        rec["captions"][0],
+        deployment.media(rec["clip_id"]),
+        cfg=RegisterConfig(repository=str(repository)),
+        k=3,
+    )
+    assert report.version == 1 and report.aliases == {"champion": 1, "challenger": 1}
+    assert [h.rank for h in report.hits] == [1, 2, 3]
+    assert rec["clip_id"] in {h.clip_id for h in report.hits}
+    assert report.caption.strip()
+    assert report.grpc.startswith("127.0.0.1:")
+    assert set(report.seconds) == {"register", "startup", "search", "caption"}
+    assert Registry(repository).card(1)["catalogue"]["clips"] == 12
