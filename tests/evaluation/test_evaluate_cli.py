@@ -146,6 +146,36 @@ def test_audio_only_dataset_skips_the_video_tasks(
     assert "nothing to evaluate on split 'test'" in err and "no clip of split 'test' has video" in err
 
 
+@pytest.fixture(scope="module")
+def msrvtt_mute(tmp_path_factory: pytest.TempPathFactory, write_video: Callable[..., Path]) -> Path:
+    """An MSR-VTT-style dataset (id lists, txt_mapper.json, raw_videos/ without sound tracks), imported by
+    `avlops data import valor` and preprocessed for the tiny model."""
+    root = tmp_path_factory.mktemp("msrvtt")
+    ids = [f"video{i}" for i in range(5)]
+    for i, vid in enumerate(ids):
+        write_video(root / "raw_videos" / f"{vid}.mp4", with_audio=False, size=16 + 8 * i)
+    mapper = {vid: [f"clip number {i} shows a square", f"a moving square, take {i}"] for i, vid in enumerate(ids)}
+    (root / "txt_mapper.json").write_text(json.dumps(mapper))
+    (root / "train_ids.json").write_text(json.dumps(ids[:1]))
+    (root / "test_ids.json").write_text(json.dumps(ids[1:]))
+    argv = ["data", "import", "valor", "--root", str(root), "--ids-train", "train_ids.json"]
+    assert main([*argv, "--ids-test", "test_ids.json", "--txt-mapper", "txt_mapper.json"]) == 0
+    preprocess_manifest(root / "manifest.jsonl", root / "pre", TINY_PREPROCESS, progress=False)
+    return root / "pre"
+
+
+def test_video_only_msrvtt_style_dataset_skips_the_audio_tasks(
+    msrvtt_mute: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    argv = ["evaluate", "--checkpoint", str(trained_run), "--data", str(msrvtt_mute), "--out", str(tmp_path / "e")]
+    assert main([*argv, "--no-progress"]) == 0
+    result = read_metrics(tmp_path / "e")
+    assert set(result.tasks) == {"retrieval/t2v", "retrieval/v2t", "captioning/v"}
+    assert result.tasks["retrieval/t2v"] == {"queries": 8, "gallery": 4}
+    assert result.skipped["retrieval/t2a"] == "no clip of split 'test' has audio"
+    assert result.skipped["captioning/av"] == "no clip of split 'test' has both video and audio (av would repeat v)"
+
+
 def test_bad_input_exit_codes(
     corpus: Path, trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,7 +30,7 @@ from avlops.evaluation.names import Modality, backward, caption_key, forward, re
 from avlops.evaluation.params import EvaluateConfig
 from avlops.evaluation.results import EvaluationResult, read_metrics, write_metrics
 from avlops.evaluation.retrieval import Ranks, rank_retrieval, recall_metrics, top_k
-from avlops.evaluation.scoring import GROUPS, dsl_scale, encode, retrieval_task
+from avlops.evaluation.scoring import GROUPS, Encoded, dsl_scale, encode, retrieval_task
 from avlops.preprocessing.shards import write_bytes_atomic, write_json_atomic
 from avlops.task import generate_captions
 from avlops.training.data import DataError
@@ -76,7 +76,7 @@ class RetrievalOutcome:
     examples: list[RetrievalExample]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Evaluation:
     """What :func:`evaluate` measured: the result written to ``metrics.json`` and the material of the report."""
 
@@ -145,84 +145,93 @@ def _spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(k, n))})
 
 
+def _retrieve(
+    loaded: LoadedModel, data: EvalSet, enc: Encoded, m: Modality, cfg: EvaluateConfig, progress: bool
+) -> RetrievalOutcome:
+    """Ranks of one group's retrieval tasks, and example queries with their top results."""
+    model, objective = loaded.model, loaded.objective
+    task = retrieval_task(model, objective, enc, data, m)
+    n_gallery, n_query = len(task.clips), len(task.queries)
+    ranks = rank_retrieval(
+        task.score,
+        task.targets,
+        n_gallery,
+        backward=cfg.backward,
+        dsl_scale=dsl_scale(model, objective) if cfg.dual_softmax else None,
+        query_batch=cfg.query_batch,
+        gallery_batch=cfg.gallery_batch,
+        cache_bytes=cfg.cache_mb << 20,
+        progress=progress,
+        desc=f"rank {forward(m)}",
+    )
+    picks = _spread(n_query, cfg.examples)
+    top = top_k(task.score, picks, n_gallery, TOP_K, cfg.gallery_batch)  # [n, k] gallery positions
+    examples = [
+        RetrievalExample(
+            caption=int(task.queries[i]),
+            clip=int(task.clips[task.targets[i]]),
+            rank=int(ranks.forward[i]),
+            top=[int(task.clips[g]) for g in row],
+        )
+        for i, row in zip(picks, top.tolist(), strict=True)
+    ]
+    return RetrievalOutcome(m, ranks, n_gallery, n_query, examples)
+
+
+def _caption(loaded: LoadedModel, data: EvalSet, m: Modality, cfg: EvaluateConfig, max_len: int) -> dict[str, str]:
+    """One generated caption per clip the group can use (clip id -> text)."""
+    device = next(loaded.model.parameters()).device
+    generated: dict[str, str] = {}
+    for idx, batch in data.batches(data.clips_with(m), cfg.batch_size):
+        tokens = generate_captions(
+            loaded.model, batch.to(device), loaded.objective, GROUPS[m], max_len=max_len, beam_size=cfg.beam_size
+        )
+        generated.update(zip((data.clip_ids[int(i)] for i in idx), decode_tokens(tokens.cpu()), strict=True))
+    return generated
+
+
 @torch.no_grad()
 def evaluate(loaded: LoadedModel, data: EvalSet, cfg: EvaluateConfig, progress: bool = False) -> Evaluation:
     """Run every task ``data`` supports with ``loaded``'s model; nothing is written."""
     t0 = time.perf_counter()
-    model, objective = loaded.model, loaded.objective
     retrieval_groups, caption_groups, skipped = plan(data, cfg, loaded)
     max_len = _max_len(cfg, loaded) if caption_groups else 0
     if caption_groups:
         require_java()  # before any work: the caption metrics cannot run without it
     metrics: dict[str, float] = {}
     tasks: dict[str, dict[str, int]] = {}
-    evaluation = Evaluation(EvaluationResult("", None, "", "", "", {}), data)
 
+    outcomes: dict[Modality, RetrievalOutcome] = {}
     if retrieval_groups:
-        enc = encode(model, data, cfg.batch_size, progress)
-        scale = dsl_scale(model, objective) if cfg.dual_softmax else None
+        enc = encode(loaded.model, data, cfg.batch_size, progress)
         for m in retrieval_groups:
-            task = retrieval_task(model, objective, enc, data, m)
-            n_gallery, n_query = len(task.clips), len(task.queries)
-            ranks = rank_retrieval(
-                task.score,
-                task.targets,
-                n_gallery,
-                backward=cfg.backward,
-                dsl_scale=scale,
-                query_batch=cfg.query_batch,
-                gallery_batch=cfg.gallery_batch,
-                cache_bytes=cfg.cache_mb << 20,
-                progress=progress,
-                desc=f"rank {forward(m)}",
-            )
+            o = outcomes[m] = _retrieve(loaded, data, enc, m, cfg, progress)
             for name, r, dsl in (
-                (forward(m), ranks.forward, False),
-                (backward(m), ranks.backward, False),
-                (forward(m), ranks.forward_dsl, True),
-                (backward(m), ranks.backward_dsl, True),
+                (forward(m), o.ranks.forward, False),
+                (backward(m), o.ranks.backward, False),
+                (forward(m), o.ranks.forward_dsl, True),
+                (backward(m), o.ranks.backward_dsl, True),
             ):
                 if r is not None:
                     metrics.update({retrieval_key(name, k, dsl): v for k, v in recall_metrics(r).items()})
-            tasks[f"retrieval/{forward(m)}"] = {"queries": n_query, "gallery": n_gallery}
+            tasks[f"retrieval/{forward(m)}"] = {"queries": o.queries, "gallery": o.gallery}
             if cfg.backward:
-                tasks[f"retrieval/{backward(m)}"] = {"queries": n_gallery, "gallery": n_query}
-            picks = _spread(n_query, cfg.examples)
-            top = top_k(task.score, picks, n_gallery, TOP_K, cfg.gallery_batch)  # [n, k] gallery positions
-            examples = [
-                RetrievalExample(
-                    caption=int(task.queries[i]),
-                    clip=int(task.clips[task.targets[i]]),
-                    rank=int(ranks.forward[i]),
-                    top=[int(task.clips[g]) for g in row],
-                )
-                for i, row in zip(picks, top.tolist(), strict=True)
-            ]
-            evaluation.retrieval[m] = RetrievalOutcome(m, ranks, n_gallery, n_query, examples)
+                tasks[f"retrieval/{backward(m)}"] = {"queries": o.gallery, "gallery": o.queries}
 
-    if caption_groups:
-        device = next(model.parameters()).device
-        for m in caption_groups:
-            clips = data.clips_with(m)
-            generated: dict[str, str] = {}
-            for idx, batch in data.batches(clips, cfg.batch_size):
-                tokens = generate_captions(
-                    model, batch.to(device), objective, GROUPS[m], max_len=max_len, beam_size=cfg.beam_size
-                )
-                generated.update(zip((data.clip_ids[int(i)] for i in idx), decode_tokens(tokens.cpu()), strict=True))
-            evaluation.captions[m] = generated
-            tasks[f"captioning/{m.value}"] = {"clips": len(generated)}
-        references = {c: refs for c, refs in zip(data.clip_ids, data.references, strict=True)}
-        scores = score_caption_sets(references, {m.value: evaluation.captions[m] for m in caption_groups})
-        for m in caption_groups:
+    captions = {m: _caption(loaded, data, m, cfg, max_len) for m in caption_groups}
+    if captions:
+        references = dict(zip(data.clip_ids, data.references, strict=True))
+        scores = score_caption_sets(references, {m.value: generated for m, generated in captions.items()})
+        for m, generated in captions.items():
             metrics.update({caption_key(m, k): v for k, v in scores[m.value].items()})
+            tasks[f"captioning/{m.value}"] = {"clips": len(generated)}
 
     notes = [f"device {loaded.device}"]
     if data.truncated:
         notes.append(f"{data.truncated} caption(s) cut to the model's {data.tokens.shape[1]} tokens, as training does")
     if caption_groups:
         notes.append(f"captions generated with beam size {cfg.beam_size}, at most {max_len} tokens")
-    evaluation.result = EvaluationResult(
+    result = EvaluationResult(
         checkpoint=str(loaded.path),
         step=loaded.step,
         data=str(data.data_dir),
@@ -235,7 +244,7 @@ def evaluate(loaded: LoadedModel, data: EvalSet, cfg: EvaluateConfig, progress: 
         settings=cfg.model_dump(mode="json"),
         seconds=round(time.perf_counter() - t0, 3),
     )
-    return evaluation
+    return Evaluation(result, data, outcomes, captions)
 
 
 @dataclass(frozen=True)

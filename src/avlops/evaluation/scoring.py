@@ -22,7 +22,7 @@ from avlops.losses import ModalityGroup, ObjectiveConfig
 from avlops.models.vla import TextFeatures, VLAModel, VLAOutput, fuse_audiovisual
 from avlops.task import Batch, GroupFeatures, group_features, similarity_matrix
 
-__all__ = ["GROUPS", "Encoded", "RetrievalTask", "dsl_scale", "encode", "retrieval_task"]
+__all__ = ["GROUPS", "Encoded", "RetrievalTask", "dsl_scale", "encode", "make_scorer", "retrieval_task"]
 
 GROUPS = {
     Modality.VIDEO: ModalityGroup.T_V,
@@ -111,17 +111,24 @@ def retrieval_task(
     position[clips] = torch.arange(len(clips))
     queries = (position[caption_clip] >= 0).nonzero().squeeze(-1)  # [Nq] captions of gallery clips
     targets = position[caption_clip[queries]]
-    device = enc.text.pooled.device
-    q_dev = queries.to(device)
+    return RetrievalTask(modality, clips, queries, targets, make_scorer(model, objective, enc.text, other, queries))
+
+
+def make_scorer(
+    model: VLAModel, objective: ObjectiveConfig, text: TextFeatures, gallery: GroupFeatures, queries: Tensor
+) -> Scorer:
+    """Tiles of the score matrix: text rows ``queries`` [Nq] (indices into ``text``) × the ``gallery`` items,
+    scored with :func:`avlops.task.similarity_matrix`; tiles come back on the CPU."""
+    rows_on_device = queries.to(text.pooled.device)
 
     @torch.no_grad()
     def score(q: slice, g: slice) -> Tensor:
-        rows = q_dev[q]
-        text = TextFeatures(enc.text.token_feats[rows], enc.text.token_mask[rows], enc.text.pooled[rows])
-        tile = GroupFeatures(other.feats[g], other.mask[g], other.weight_logits[g], None)
-        return similarity_matrix(model, text, tile, objective).float().cpu()  # [q, g]
+        rows = rows_on_device[q]
+        tile_text = TextFeatures(text.token_feats[rows], text.token_mask[rows], text.pooled[rows])
+        tile = GroupFeatures(gallery.feats[g], gallery.mask[g], gallery.weight_logits[g], None)
+        return similarity_matrix(model, tile_text, tile, objective).float().cpu()  # [q, g]
 
-    return RetrievalTask(modality, clips, queries, targets, score)
+    return score
 
 
 def dsl_scale(model: VLAModel, objective: ObjectiveConfig) -> float:
