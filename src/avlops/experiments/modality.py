@@ -160,8 +160,8 @@ def run_experiment(cfg: ModalityExperimentConfig, progress: bool = True) -> Expe
     corpus = _prepare_data(cfg, out / "data", progress)
     shards = out / "data" / "preprocessed"
     runs: list[RunOutcome] = []
-    for variant in cfg.variants:
-        for seed in cfg.seeds:
+    for seed in cfg.seeds:  # seed-major: an interrupted experiment has every variant for the seeds it finished
+        for variant in cfg.variants:
             name = f"{variant.value}/seed-{seed}"
             run_dir, eval_dir = out / "runs" / name, out / "eval" / name
             tc = train_config(cfg.train, variant, seed, out / "models")
