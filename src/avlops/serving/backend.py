@@ -2,7 +2,9 @@
 batch of requests to numpy arrays and back, and turn errors into responses.
 
 Tensors cross by DLPack both ways (the numpy-2 pitfall of platform-facts: ``pb_utils.Tensor(name, array)`` returns
-empty tensors); inputs arrive read-only, so outputs are always fresh copies. A request the handler refuses gets
+empty tensors). Outputs go as torch DLPack capsules: measured in the stub, ~3 µs per tensor against ~50 µs for a numpy
+array or a numpy capsule, which made up a third of a text request's overhead; so every model process imports torch.
+Inputs arrive read-only, so outputs are always fresh copies. A request the handler refuses gets
 INVALID_ARGUMENT with the handler's message; an unexpected exception gets INTERNAL for the requests of that batch
 only, its traceback goes to the server log, and the model keeps serving.
 """
@@ -10,7 +12,6 @@ only, its traceback goes to the server log, and the model keeps serving.
 from __future__ import annotations
 
 import importlib
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def load_handler(model_name: str, folder: Path) -> Handler:
     spec = bundle.contract()[model_name]
     limits = bundle.limits_config()
     kind = spec.handler
-    # each process imports only what its handler needs: an encoder process never loads torch (~0.7 GB, ~1.5 s)
+    # each process imports only what its handler needs (open_clip, torchaudio and PyAV only where used)
     if kind is None:  # an exported encoder
         from avlops.serving.encoders import OnnxEncoder
 
@@ -70,12 +71,14 @@ class TritonPythonModel:
     """What Triton's python backend instantiates (through the version folder's thin ``model.py``)."""
 
     def initialize(self, args: dict[str, str]) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one thread per instance: intra-op threads would fight the other models
+        self.torch: Any = torch
         self.pb: Any = importlib.import_module("triton_python_backend_utils")
         folder = Path(args["model_repository"]) / args["model_version"]
         self.handler = load_handler(args["model_name"], folder)
         self.inputs = [s.name for s in self.handler.spec.inputs]
-        if "torch" in sys.modules:  # one thread per instance: intra-op threads would fight the other models
-            sys.modules["torch"].set_num_threads(1)
 
     def _arrays(self, request: Any) -> Arrays:
         out = {}
@@ -91,7 +94,11 @@ class TritonPythonModel:
             return pb.InferenceResponse(error=pb.TritonError(str(outcome), pb.TritonError.INVALID_ARG))
         if isinstance(outcome, Exception):
             return pb.InferenceResponse(error=pb.TritonError(f"internal error: {outcome}", pb.TritonError.INTERNAL))
-        tensors = [pb.Tensor.from_dlpack(k, np.array(v, copy=True, order="C")) for k, v in outcome.items()]
+        capsule = self.torch.utils.dlpack.to_dlpack
+        tensors = [
+            pb.Tensor.from_dlpack(k, capsule(self.torch.from_numpy(np.array(v, copy=True, order="C"))))
+            for k, v in outcome.items()
+        ]
         return pb.InferenceResponse(output_tensors=tensors)
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -21,6 +21,7 @@ from torch import Tensor
 from avlops.evaluation.captioning import decode_tokens
 from avlops.losses import CaptionObjective, ModalityGroup, ObjectiveConfig
 from avlops.models.vla import VLAConfig, VLAModel
+from avlops.preprocessing.text import get_tokenizer
 from avlops.serving.contract import ModelSpec, Tensors, encode_texts
 from avlops.serving.encoders import onnx_session
 from avlops.serving.handler import Arrays, Handler, stack
@@ -101,6 +102,7 @@ class CaptionDecoder(Handler):
         self.limits = limits
         if caption_group(objective) is ModalityGroup.T_A:
             raise ValueError("captioning from audio alone is not served (the decoder ensemble reads video and audio)")
+        get_tokenizer()  # decode_tokens' tokenizer, loaded now rather than by the first request
 
     def run(self, requests: Sequence[Arrays]) -> list[Arrays]:
         def t(name: str) -> Tensor:

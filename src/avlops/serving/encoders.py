@@ -1,4 +1,4 @@
-"""The encoder handler: an exported ONNX encoder run by onnxruntime (numpy only: an encoder process never loads torch).
+"""The encoder handler: an exported ONNX encoder run by onnxruntime (numpy only; no torch in the computation).
 
 Why onnxruntime inside the python backend (bench/results/serving.md has the figures): on the 2-core machine the ONNX
 encoders run 2x faster than eager PyTorch (TorchScript is no faster than eager), and Triton's native onnxruntime

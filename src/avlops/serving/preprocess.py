@@ -14,8 +14,8 @@ catalogue and the evaluation use.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from avlops.data.schema import AudioType, ClipRecord, MediaPathError, Split
 from avlops.models.vla import audio_type_weight
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.pipeline import ClipError, preprocess_arrays, preprocess_clip
-from avlops.preprocessing.text import tokenize
+from avlops.preprocessing.text import get_tokenizer, tokenize
 from avlops.serving.contract import ModelSpec, Tensors
 from avlops.serving.handler import Arrays, Handler, InputError, text_items
 from avlops.serving.params import ServingLimits
@@ -39,6 +39,10 @@ _T = Tensors
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+#: What a caption may not hold once whitespace is collapsed: control characters (C0, DEL, C1), lone surrogates.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def clean_text(text: str, max_chars: int) -> str:
     """Collapse whitespace like the dataset contract; refuse empty, over-long or control-character text."""
     cleaned = " ".join(text.split())
@@ -46,7 +50,7 @@ def clean_text(text: str, max_chars: int) -> str:
         raise InputError("text is empty")
     if len(cleaned) > max_chars:
         raise InputError(f"text has {len(cleaned)} characters (limit {max_chars})")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in cleaned):
+    if _CONTROL.search(cleaned):
         raise InputError("text contains control characters")
     return cleaned
 
@@ -82,6 +86,7 @@ class TextPreprocess(Handler):
         super().__init__(spec)
         self.context_length = context_length
         self.limits = limits
+        get_tokenizer(context_length)  # loaded now (open_clip takes seconds to import), not by the first request
 
     def _texts(self, request: Arrays) -> list[str]:
         return [clean_text(t, self.limits.max_text_chars) for t in text_items(request[_T.TEXT], "text")]
