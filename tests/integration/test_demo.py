@@ -21,10 +21,12 @@ from avlops.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
-    "synth": {"clips": 12, "seconds": 1.0, "fps": 4, "size": 32, "workers": 1},
+    "synth": {"clips": 12, "seconds": 1.0, "fps": 4, "size": 32, "workers": 1, "test_fraction": 0.4},
     "preprocess": {
-        "resolution": 32, "frames": 2, "eval_frames": 2, "target_length": 128, "workers": 1, "shard_size": 4
+        "resolution": 32, "frames": 2, "eval_frames": 2, "target_length": 128, "workers": 1, "shard_size": 4,
+        "context_length": 16,
     },
+    "evaluate": {"beam_size": 1, "max_caption_len": 6, "bless": {"thresholds": {"retrieval/t2av/R@1": {"min": 0.0}}}},
     "train": {"model": "tiny", "steps": 2, "epochs": None, "batch_size": 4, "num_workers": 0, "checkpoint_every": 2,
               "metrics": {"log_every": 1}},
 }  # fmt: skip
@@ -67,8 +69,8 @@ def test_demo_runs_every_stage_then_is_up_to_date(project: Path, capsys: pytest.
     assert main(["demo", "--params", str(project / "params.yaml")]) == 0
     out = capsys.readouterr().out
     ran = out.split("stages run: ")[1].split(" in ")[0].split(", ")
-    assert sorted(ran) == sorted(["synth", "check", "preprocess", "validate", "features", "train"])
-    assert ran.index("train") > ran.index("validate")  # the validation gate comes first
+    assert sorted(ran) == sorted(["synth", "check", "preprocess", "validate", "features", "train", "evaluate"])
+    assert ran.index("validate") < ran.index("train") < ran.index("evaluate")  # the gates come first
     assert "12 clips kept, 0 quarantined" in out
     assert "validation PASSED" in out
     docs = project / "reports" / "validate" / "data_docs" / "index.html"
@@ -76,6 +78,9 @@ def test_demo_runs_every_stage_then_is_up_to_date(project: Path, capsys: pytest.
     assert "online lookup syn-000000" in out
     assert "training artifacts/train/small (tiny model):" in out and "loss curve (step: total): 1: " in out
     assert "finished at step 2/2" in out and (project / "artifacts/train/small/loss_curve.png").is_file()
+    assert "evaluation on the test split (reports/evaluate):" in out and "  t2av  R@1/5/10 " in out
+    assert "  blessing: BLESSED" in out and "passed: retrieval/t2av/R@1 = " in out
+    assert f"  report: {project / 'reports/evaluate/report.html'}" in out
 
     index = json.loads((project / "data" / "preprocessed" / "index.json").read_text())
     assert index["clips"] == 12 and index["quarantined"] == 0

@@ -103,6 +103,34 @@ def _print_training(root: Path, params: ProjectParams) -> bool:
     return bool(report.result.get("finished"))
 
 
+def _print_evaluation(root: Path, params: ProjectParams) -> bool:
+    out = root / params.evaluate.out
+    metrics, verdict = _read_json(out / "metrics.json"), _read_json(out / "blessing.json")
+    if metrics is None or verdict is None:
+        print(f"evaluation: no metrics.json / blessing.json in {params.evaluate.out}")
+        return False
+    values: dict[str, float] = metrics.get("metrics", {})
+    print(f"evaluation on the {metrics.get('split')} split ({params.evaluate.out}):")
+    for task in ("t2v", "t2a", "t2av"):
+        r = [values.get(f"retrieval/{task}/R@{k}") for k in (1, 5, 10)]
+        if None not in r:
+            print(f"  {task:<5} R@1/5/10 {r[0]:.1f}/{r[1]:.1f}/{r[2]:.1f}  MedR {values[f'retrieval/{task}/MedR']:.0f}")
+    for group in ("v", "a", "av"):
+        c = [values.get(f"captioning/{group}/{m}") for m in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")]
+        if None not in c:
+            print(
+                f"  captions from {group}: BLEU-4 {c[0]:.1f}  METEOR {c[1]:.1f}  ROUGE-L {c[2]:.1f}  CIDEr {c[3]:.1f}"
+            )
+    blessed = bool(verdict.get("blessed"))
+    print(f"  blessing: {'BLESSED' if blessed else 'NOT BLESSED'}")
+    for check in verdict.get("checks", []):
+        print(f"    {'passed' if check.get('passed') else 'FAILED'}: {check.get('reason')}")
+    for reason in verdict.get("reasons", []):
+        print(f"    - {reason}")
+    print(f"  report: {out / 'report.html'}")
+    return blessed
+
+
 def _print_summary(root: Path, params: ProjectParams) -> int:
     ok = True
     check = _read_json(root / (params.check.report_dir or "") / "summary.json")
@@ -147,6 +175,7 @@ def _print_summary(root: Path, params: ProjectParams) -> int:
             shown = {k: row.get(k) for k in ("split", "audio_type", "duration_s", "frame_count", "loudness_dbfs")}
             print(f"feature store {params.features.repo_dir}: online lookup {clip_id} -> {shown}")
     ok &= _print_training(root, params)
+    ok &= _print_evaluation(root, params)
     versions = versioning.path_versions(root, params.synth.out) if (root / "dvc.lock").is_file() else []
     if versions:
         v = versions[-1]
