@@ -195,7 +195,7 @@ def test_register_command(deployment: Deployment, tmp_path: Path, capsys: pytest
     args = [
         "register",
         "--checkpoint",
-        str(deployment.checkpoint),
+        str(deployment.checkpoint.parent.parent),  # a run folder: its newest checkpoint
         "--data",
         str(deployment.data),
         "--repository",

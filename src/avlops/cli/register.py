@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from avlops.cli import ExitCode
-from avlops.config import load_section, override
+from avlops.config import ConfigError, load_section, override
 from avlops.registry.params import RegisterConfig
 
 __all__ = ["register"]
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit codes: 0 registered, 1 refused, 2 bad usage or config, 3 missing input.",
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder (model.safetensors, ...)")
-    p.add_argument("--eval", dest="eval_dir", type=Path, required=True, help="evaluation folder with blessing.json")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("--eval", dest="eval_dir", type=Path, help="evaluation folder with blessing.json")
     p.add_argument("--catalogue", type=Path, help="catalogue built by `avlops catalogue build` (default: built here)")
     p.add_argument("--data", type=Path, help="the preprocessed training data (default: the run's config.json)")
     p.add_argument("--repository", type=Path, help="registry folder (default artifacts/registry)")
@@ -74,11 +74,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _config(args: argparse.Namespace) -> RegisterConfig:
     cfg = load_section(args.params, "registry", RegisterConfig)
-    return override(
+
+    def text(path: Path | None) -> str | None:
+        return str(path) if path else None
+
+    cfg = override(
         cfg,
-        repository=str(args.repository) if args.repository else None,
+        checkpoint=text(args.checkpoint),
+        eval_dir=text(args.eval_dir),
+        data=text(args.data),
+        catalogue=text(args.catalogue),
+        repository=text(args.repository),
         similarity=args.similarity,
     )
+    missing = [flag for flag, value in (("--checkpoint", cfg.checkpoint), ("--eval", cfg.eval_dir)) if not value]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)}: needed (or checkpoint / eval_dir in [registry] of --params)")
+    return cfg
 
 
 def _print(data: Any) -> None:
@@ -86,6 +98,7 @@ def _print(data: Any) -> None:
 
 
 def _run_register(args: argparse.Namespace) -> int:
+    from avlops.evaluation.checkpoint import resolve_checkpoint
     from avlops.preprocessing.params import PreprocessConfig
     from avlops.registry.register import RegistrationRefused, register_model
     from avlops.registry.store import RegistryError
@@ -93,14 +106,15 @@ def _run_register(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     fallback = load_section(args.params, "preprocess", PreprocessConfig) if args.params else None
-    catalogue = args.catalogue
+    checkpoint = resolve_checkpoint(str(cfg.checkpoint))
+    data = Path(cfg.data) if cfg.data else None
     try:
-        if catalogue is None:
-            catalogue = _build(
-                args.checkpoint, args.data or _run_data(args.checkpoint), Path(cfg.repository) / ".catalogue", None
-            )
+        if cfg.catalogue is None:
+            catalogue = _build(checkpoint, data or _run_data(checkpoint), Path(cfg.repository) / ".catalogue", None)
+        else:
+            catalogue = Path(cfg.catalogue)
         result = register_model(
-            args.checkpoint, args.eval_dir, catalogue, cfg, data_dir=args.data, preprocess=fallback, alias=args.alias
+            checkpoint, Path(str(cfg.eval_dir)), catalogue, cfg, data_dir=data, preprocess=fallback, alias=args.alias
         )
     except RegistrationRefused as err:
         print(f"avlops register: {err}", file=sys.stderr)

@@ -16,6 +16,10 @@ __all__ = ["RegisterConfig"]
 class RegisterConfig(StrictModel):
     """``avlops register``: a blessed checkpoint into a new version of the registry's model repository."""
 
+    checkpoint: str | None = Field(None, description="a checkpoint folder, or a run folder (its newest checkpoint)")
+    eval_dir: str | None = Field(None, description="the evaluation folder holding blessing.json")
+    data: str | None = Field(None, description="the preprocessed training data (default: the run's config.json)")
+    catalogue: str | None = Field(None, description="a built catalogue (default: built from the data)")
     repository: str = Field("artifacts/registry", description="the registry folder (models/, gpu/, versions/)")
     alias: str = Field("challenger", description="alias of the new version (the first version is also champion)")
     similarity: SearchSimilarity = SearchSimilarity.MODEL

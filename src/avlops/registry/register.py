@@ -21,7 +21,7 @@ from typing import Any
 
 from avlops.config import ConfigError
 from avlops.evaluation.blessing import Verdict, read_verdict
-from avlops.evaluation.checkpoint import load_for_evaluation
+from avlops.evaluation.checkpoint import load_for_evaluation, resolve_checkpoint
 from avlops.models.vla import VLAModel
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.shards import read_index, sha256_file
@@ -198,9 +198,10 @@ def register_model(
     alias: str | None = None,
     project_root: Path | None = None,
 ) -> Registration:
-    """Register ``checkpoint`` (a ``<run>/checkpoints/step-N`` folder) into ``cfg.repository``; see the module doc."""
+    """Register ``checkpoint`` (a ``<run>/checkpoints/step-N`` folder, or a run folder: its newest checkpoint) into
+    ``cfg.repository``; see the module docstring."""
     t0 = time.perf_counter()
-    checkpoint = Path(checkpoint)
+    checkpoint = resolve_checkpoint(checkpoint)
     alias = check_alias(alias or cfg.alias)
     verdict, metrics = _blessing(Path(eval_dir), checkpoint)
     run_dir = checkpoint.parent.parent
