@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from evaluation_data import REPO
 from pydantic import ValidationError
 
+from avlops.config import load_section
 from avlops.evaluation.blessing import bless, read_verdict, write_verdict
 from avlops.evaluation.names import all_metric_names
 from avlops.evaluation.params import BlessingConfig, EvaluateConfig
+from avlops.params import ProjectParams
 
 METRICS = {
     "retrieval/t2av/R@1": 42.0,
@@ -119,3 +122,8 @@ def test_read_verdict_names_a_missing_or_broken_file(tmp_path: Path) -> None:
     (tmp_path / "blessing.json").write_text("{")
     with pytest.raises(ValueError, match="unreadable blessing verdict"):
         read_verdict(tmp_path)
+
+
+def test_the_project_params_evaluate_section_loads() -> None:
+    cfg = load_section(REPO / "params.yaml", None, ProjectParams).evaluate
+    assert cfg.split == "test" and cfg.beam_size == 3 and cfg.bless.thresholds
