@@ -180,6 +180,8 @@ def test_bad_input_exit_codes(
     corpus: Path, trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = ["evaluate", "--data", str(corpus), "--out", str(tmp_path / "e"), "--no-progress"]
+    assert main(base) == 2
+    assert "checkpoint: nothing to evaluate; give --checkpoint" in capsys.readouterr().err
     assert main([*base, "--checkpoint", str(tmp_path / "none")]) == 3
     assert "checkpoint not found" in capsys.readouterr().err
     big = write_checkpoint(tmp_path / "big", tiny_model_config(vision={"image_size": 64}))

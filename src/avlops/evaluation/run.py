@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from avlops.config import ConfigError
 from avlops.evaluation.blessing import Verdict, bless, write_verdict
 from avlops.evaluation.captioning import decode_tokens, require_java, score_caption_sets
 from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
@@ -302,7 +303,7 @@ def run_evaluation(cfg: EvaluateConfig, *, progress: bool = True) -> EvaluationR
     from avlops.evaluation.report import write_report  # matplotlib: only when a report is written
 
     if cfg.checkpoint is None:
-        raise FileNotFoundError("no checkpoint to evaluate: give --checkpoint or set evaluate.checkpoint")
+        raise ConfigError("checkpoint: nothing to evaluate; give --checkpoint or set evaluate.checkpoint")
     baseline = read_metrics(cfg.baseline) if cfg.baseline else None
     champion = read_metrics(cfg.bless.champion) if cfg.bless.champion else None
     loaded = load_for_evaluation(cfg.checkpoint, cfg.device)
