@@ -58,6 +58,7 @@ def test_first_version_is_champion_and_published_completely(register: Register, 
     assert not list((repo.root / ".staging").iterdir())
 
     card = repo.card(1)
+    assert repo.find_checkpoint(card["checkpoint"]["sha256"]) == 1 and repo.find_checkpoint("0" * 64) is None
     assert card["evaluation"]["blessing"]["blessed"] is True
     assert card["evaluation"]["metrics"] == {"metrics": {"retrieval/t2av/R@1": 50.0}}
     assert card["checkpoint"]["step"] is not None and len(card["checkpoint"]["sha256"]) == 64

@@ -1,7 +1,9 @@
 """Register a blessed checkpoint, serve it on a local Triton server and query it once: the demo's serving step.
 
 :func:`deploy_and_query` builds the catalogue from the training data, registers the checkpoint (refusing it if it is
-not blessed or its export disagrees with eager), optionally publishes the catalogue's embeddings to Feast, starts
+not blessed or its export disagrees with eager; a checkpoint already registered, same weights, is served from its
+version instead of being registered again, so a rerun of the demo adds nothing), optionally publishes the catalogue's
+embeddings to Feast, starts
 Triton on the new version (free ports on 127.0.0.1 unless ``serve`` says otherwise), runs one text search and one
 captioning request over gRPC, stops the server and reports what it got.
 """
@@ -13,14 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avlops.evaluation.checkpoint import resolve_checkpoint
 from avlops.features.params import FeaturesConfig
 from avlops.preprocessing.shards import sha256_file
 from avlops.registry.params import RegisterConfig
-from avlops.registry.register import register_model
+from avlops.registry.register import check_blessing, register_model
 from avlops.registry.store import Registry
-from avlops.serving.bundle import WEIGHTS_NAME, load_model
-from avlops.serving.catalogue import build_catalogue, publish_catalogue
+from avlops.serving.bundle import CATALOGUE_NAME, WEIGHTS_NAME, load_model
+from avlops.serving.catalogue import Catalogue, build_catalogue, publish_catalogue
 from avlops.serving.client import SearchHit, ServingClient
+from avlops.serving.contract import CATALOGUE_SEARCH
 from avlops.serving.params import ServeConfig
 from avlops.serving.server import TritonServer
 
@@ -56,23 +60,30 @@ def deploy_and_query(
     features: FeaturesConfig | None = None,
     k: int = 5,
 ) -> DeployReport:
-    """Register ``checkpoint`` into ``cfg.repository``, serve it, search ``query`` and caption ``clip``."""
+    """Register ``checkpoint`` (or a run folder: its newest) into ``cfg.repository`` unless these weights are already
+    registered there, serve that version, search ``query`` and caption ``clip``."""
     cfg = cfg or RegisterConfig()
     serve = serve or ServeConfig(grpc_port=0, http_port=0, metrics_port=0)
     t0 = time.perf_counter()
-    model = load_model(checkpoint)
-    catalogue = build_catalogue(model, data_dir, checkpoint_sha256=sha256_file(checkpoint / WEIGHTS_NAME))
-    catalogue_path = catalogue.save(Path(cfg.repository) / ".catalogue")
-    result = register_model(checkpoint, eval_dir, catalogue_path, cfg, data_dir=data_dir)
+    checkpoint = resolve_checkpoint(checkpoint)
+    registry = Registry(Path(cfg.repository))
+    sha = sha256_file(checkpoint / WEIGHTS_NAME)
+    version = registry.find_checkpoint(sha)
+    if version is not None:  # registered before: the verdict must still bless it
+        check_blessing(eval_dir, checkpoint)
+        catalogue = Catalogue.load(registry.models / CATALOGUE_SEARCH / str(version) / CATALOGUE_NAME)
+    else:
+        catalogue = build_catalogue(load_model(checkpoint), data_dir, checkpoint_sha256=sha)
+        catalogue_path = catalogue.save(Path(cfg.repository) / ".catalogue")
+        version = register_model(checkpoint, eval_dir, catalogue_path, cfg, data_dir=data_dir).version
     seconds = {"register": round(time.perf_counter() - t0, 2)}
     feast = None
     if features is not None:
-        feast = publish_catalogue(catalogue, result.version, features).example
-    registry = Registry(Path(cfg.repository))
+        feast = publish_catalogue(catalogue, version, features).example
     t1 = time.perf_counter()
     with TritonServer(
         registry.models,
-        config_name=f"v{result.version}",
+        config_name=f"v{version}",
         host=serve.host,
         grpc_port=serve.grpc_port,
         http_port=serve.http_port,
@@ -89,9 +100,9 @@ def deploy_and_query(
             seconds["caption"] = round(time.perf_counter() - t3, 3)
         grpc = server.endpoints.grpc
     return DeployReport(
-        version=result.version,
-        aliases=result.aliases,
-        card=result.card,
+        version=version,
+        aliases=registry.aliases(),
+        card=str(registry.cards / str(version) / "card.json"),
         grpc=grpc,
         query=query,
         hits=hits,

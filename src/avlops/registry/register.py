@@ -58,7 +58,14 @@ from avlops.serving.model_repository import (
 from avlops.serving.params import SearchSimilarity
 from avlops.training.params import plain
 
-__all__ = ["Registration", "RegistrationRefused", "register_model", "relabel_config", "served_sizes"]
+__all__ = [
+    "Registration",
+    "RegistrationRefused",
+    "check_blessing",
+    "register_model",
+    "relabel_config",
+    "served_sizes",
+]
 
 
 class RegistrationRefused(RuntimeError):
@@ -154,7 +161,7 @@ def _names(verdict: Verdict, checkpoint: Path) -> bool:
     return n > 0 and checkpoint.resolve().parts[-n:] == named.parts[-n:]
 
 
-def _blessing(eval_dir: Path, checkpoint: Path) -> tuple[Verdict, dict[str, Any]]:
+def check_blessing(eval_dir: Path, checkpoint: Path) -> tuple[Verdict, dict[str, Any]]:
     """The evaluation's verdict on ``checkpoint`` and its metrics; refuse a missing, unblessed or foreign one."""
     try:
         verdict = read_verdict(eval_dir)
@@ -203,7 +210,7 @@ def register_model(
     t0 = time.perf_counter()
     checkpoint = resolve_checkpoint(checkpoint)
     alias = check_alias(alias or cfg.alias)
-    verdict, metrics = _blessing(Path(eval_dir), checkpoint)
+    verdict, metrics = check_blessing(Path(eval_dir), checkpoint)
     run_dir = checkpoint.parent.parent
     run_config = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     if data_dir is None and run_config.get("data"):

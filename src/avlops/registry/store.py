@@ -114,6 +114,13 @@ class Registry:
             raise RegistryError(f"{self.root}: no alias {text!r} (aliases: {aliases or 'none'})")
         return aliases[text]
 
+    def find_checkpoint(self, sha256: str) -> int | None:
+        """The newest version registered from weights with this sha256, if any."""
+        for version in reversed(self.versions()):
+            if self.card(version).get("checkpoint", {}).get("sha256") == sha256:
+                return version
+        return None
+
     def model_names(self, version: int) -> list[str]:
         return list(self.card(version)["models"])
 
