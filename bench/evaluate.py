@@ -29,22 +29,20 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import multiprocessing
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
+from machine import effective_cores, machine_table, wait_for_quiet
+from machine import machine as common_machine
 
-import avlops
 from avlops.config import load_yaml
 from avlops.evaluation.retrieval import Ranks, rank_retrieval, recall_metrics
 from avlops.evaluation.scoring import dsl_scale, make_scorer
@@ -139,60 +137,12 @@ def run_setting(setting: str, clips: int, captions: int, ranks_out: Path | None 
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict[str, Any]:
-    mem_kb = next(
-        (int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")), 0
+    return common_machine(
+        torch_threads=len(os.sched_getaffinity(0)),
+        torch=torch.__version__,
+        gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     )
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "torch_threads": len(os.sched_getaffinity(0)),
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "avlops": avlops.__version__,
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
-def _spin(seconds: float) -> int:
-    """Pure-Python busy loop for ``seconds`` of wall time; returns the iterations done (a measure of CPU received)."""
-    n, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        n += 1
-    return n
-
-
-def effective_cores(workers: int, seconds: float = 0.5) -> float:
-    """CPU work ``workers`` concurrent spinners get over what one gets alone (2.0 on an idle 2-core machine)."""
-    one = _spin(seconds)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        many = sum(pool.map(_spin, [seconds] * workers))
-    return round(many / one, 2)
-
-
-def wait_for_quiet(min_cores: float, max_wait: float) -> float:
-    """Probe until the machine gives ``min_cores`` effective cores or ``max_wait`` seconds pass; the last probe."""
-    workers = len(os.sched_getaffinity(0))
-    deadline = time.monotonic() + max_wait
-    cores = effective_cores(workers)
-    while cores < min_cores and time.monotonic() < deadline:
-        print(f"{cores} effective cores, waiting for a quieter machine", file=sys.stderr)
-        time.sleep(10)
-        cores = effective_cores(workers)
-    return cores
 
 
 def spawn(setting: str, clips: int, captions: int, ranks_out: Path) -> dict[str, Any]:
@@ -253,12 +203,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['machine']['usable_cores']} cores; before each run the bench waits (up to a limit) until 2 busy "
         "loops get ≥ 1.8 effective cores; each run's effective cores before and after are in the JSON.",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
+        *machine_table(result["machine"]),
     ]
-    lines += [f"| {k} | {v} |" for k, v in result["machine"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,8 +41,9 @@ from typing import Any
 import av
 import numpy as np
 import torch
+from machine import effective_cores, machine_table, wait_for_quiet
+from machine import machine as common_machine
 
-import avlops
 from avlops.config import load_section
 from avlops.data.params import SynthConfig
 from avlops.data.synth import generate_corpus
@@ -133,24 +133,6 @@ def _init() -> None:
     torch.set_num_threads(1)
 
 
-def _spin(seconds: float) -> int:
-    """Pure-Python busy loop for ``seconds`` of wall time; returns the iterations done (a measure of CPU received)."""
-    n, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        n += 1
-    return n
-
-
-def effective_cores(workers: int, seconds: float = 0.5) -> float:
-    """How many cores this machine gives us right now: CPU work done by ``workers`` concurrent spinners over the
-    work one spinner does alone (2.0 on an idle 2-core machine; less when other jobs compete)."""
-    one = _spin(seconds)
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        many = sum(pool.map(_spin, [seconds] * workers))
-    return round(many / one, 2)
-
-
 def time_decode(paths: list[str], workers: int) -> float:
     t0 = time.perf_counter()
     if workers == 1:
@@ -171,32 +153,12 @@ def digest(out: Path) -> str:
     return h.hexdigest()
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict[str, Any]:
-    mem_kb = next(
-        (int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")), 0
+    return common_machine(
+        torch=torch.__version__,
+        pyav=av.__version__,
+        libavcodec=".".join(map(str, av.library_versions["libavcodec"])),
     )
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "avlops": avlops.__version__,
-        "torch": torch.__version__,
-        "pyav": av.__version__,
-        "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-    }
 
 
 def make_corpus(corpus: str, clips: int, tmp: Path) -> Path:
@@ -211,17 +173,6 @@ def make_corpus(corpus: str, clips: int, tmp: Path) -> Path:
         write_corpus(tmp / corpus, CORPORA[corpus], clips)
     print(f"[{corpus}] wrote {clips} clips in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return manifest
-
-
-def wait_for_quiet(workers: int, min_cores: float, max_wait: float, label: str) -> float:
-    """Probe until the machine gives ``min_cores`` effective cores or ``max_wait`` seconds pass; the last probe."""
-    deadline = time.monotonic() + max_wait
-    cores = effective_cores(workers)
-    while cores < min_cores and time.monotonic() < deadline:
-        print(f"{label}: {cores} effective cores, waiting for a quieter machine", file=sys.stderr)
-        time.sleep(15)
-        cores = effective_cores(workers)
-    return cores
 
 
 def run_scenario(
@@ -242,7 +193,7 @@ def run_scenario(
     digests: set[str] = set()
     cores: list[tuple[float, float]] = []  # effective cores (before, after) each repeat
     for rep in range(repeats):
-        before = wait_for_quiet(workers, min_cores, max_wait, f"[{name}] run {rep}")
+        before = wait_for_quiet(min_cores, max_wait, f"[{name}] run {rep}", workers)
         print(f"[{name}] run {rep}: {before} effective cores", file=sys.stderr)
         for key, (kind, w) in settings.items():
             load = os.getloadavg()[0]
@@ -345,11 +296,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['usable_cores']} cores (the machine is shared; a load above the core count means other jobs ran). "
         "Each run's load is in the JSON.",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in m.items()),
+        *machine_table(m),
         "",
     ]
     return "\n".join(lines)

@@ -41,7 +41,6 @@ import datetime as dt
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,8 +53,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import machine as common_machine
+from machine import machine_table
 
-import avlops
 from avlops.config import load_section, load_yaml
 from avlops.data.params import SynthConfig
 from avlops.data.synth import captions_for, sample_specs
@@ -513,29 +513,11 @@ def similarity_choice(run: dict[str, Any], data: Path) -> dict[str, Any] | None:
 
 
 def machine() -> dict[str, Any]:
-    mem_kb = next(
-        (int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")), 0
+    return common_machine(
+        torch=torch.__version__,
+        gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        triton="tritonserver 2.51.0 (nvidia-pytriton 0.7.0 wheel), python backend",
     )
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    return {
-        "cpu_model": model,
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "avlops": avlops.__version__,
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "triton": "tritonserver 2.51.0 (nvidia-pytriton 0.7.0 wheel), python backend",
-    }
 
 
 def capacity(point: dict[str, Any], cores: int) -> float:
@@ -662,8 +644,7 @@ def markdown(r: dict[str, Any]) -> str:
             "|---|---:|---:|---:|",
         ]
         lines += [f"| {k} | {s[k]['R@1']} | {s[k]['R@5']} | {s[k]['ms_per_query']} |" for k in ("fine", "coarse")]
-    lines += ["", "## Machine", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in r["machine"].items()]
+    lines += ["", *machine_table(r["machine"])]
     lines += [f"| 1-minute load average at start | {r['loadavg_1m_start']} |"]
     return "\n".join(lines) + "\n"
 

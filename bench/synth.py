@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -28,8 +27,9 @@ from typing import Any
 
 import av
 import numpy as np
+from machine import machine as common_machine
+from machine import machine_table
 
-import avlops
 from avlops.data.params import SynthConfig
 from avlops.data.synth import X264_OPTIONS, generate_corpus
 
@@ -44,16 +44,6 @@ def corpus_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def espeak_version() -> str:
     try:
         out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
@@ -64,23 +54,13 @@ def espeak_version() -> str:
 
 
 def machine() -> dict[str, Any]:
-    mem_kb = next(
-        (int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")), 0
+    return common_machine(
+        pyav=av.__version__,
+        libavcodec=".".join(map(str, av.library_versions["libavcodec"])),
+        numpy=np.__version__,
+        espeak_ng=espeak_version(),
+        x264_options=X264_OPTIONS,
     )
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "avlops": avlops.__version__,
-        "pyav": av.__version__,
-        "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-        "numpy": np.__version__,
-        "espeak_ng": espeak_version(),
-        "x264_options": X264_OPTIONS,
-    }
 
 
 def run_once(cfg: SynthConfig) -> dict[str, Any]:
@@ -135,11 +115,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"- Byte-identical output across all runs and worker counts: **{same}** "
             f"(corpus digest `{result['digests'][0][:16]}`).",
             "",
-            "## Machine",
-            "",
-            "| | |",
-            "|---|---|",
-            *(f"| {k} | {v} |" for k, v in m.items()),
+            *machine_table(m),
             "",
         ]
     )

@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import machine as common_machine
+from machine import machine_table
 
-import avlops
 from avlops.config import load_section, override
 from avlops.data.params import SynthConfig
 from avlops.data.synth import generate_corpus
@@ -118,32 +118,12 @@ def run_memory(model: str, data: Path) -> dict[str, Any]:
     return summarize(step_s, [0.0] * steps, losses, cfg.batch_size)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict[str, Any]:
-    mem_kb = next(
-        (int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")), 0
+    return common_machine(
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     )
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "avlops": avlops.__version__,
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def params_count(model: str) -> int:
@@ -221,8 +201,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"- Mean training loss identical in every run and setting (the same steps were taken): **{same}**."]
     lines += [f"- 1-minute load average before the runs: {result['loadavg_1m_start']} on "]
     lines[-1] += f"{result['machine']['usable_cores']} cores (other jobs share the machine)."
-    lines += ["", "## Machine", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in result["machine"].items()]
+    lines += ["", *machine_table(result["machine"])]
     return "\n".join(lines) + "\n"
 
 
