@@ -1,7 +1,8 @@
 """``avlops demo`` end to end: every stage of the real ``dvc.yaml`` on a tiny corpus, in a throw-away project.
 
-Real DVC, git, PyAV, Great Expectations and Feast: the test proves the README's main job works, that a second run
-is a no-op, and that the summary names the validation report and a real online feature lookup.
+Real DVC, git, PyAV, Great Expectations, Feast and Triton: the test proves the README's main job works, that a second
+run is a no-op, that the summary names the validation report and a real online feature lookup, and that the blessed
+model is registered, served and queried over gRPC.
 """
 
 from __future__ import annotations
@@ -81,13 +82,20 @@ def test_demo_runs_every_stage_then_is_up_to_date(project: Path, capsys: pytest.
     assert "evaluation on the test split (reports/evaluate):" in out and "  t2av  R@1/5/10 " in out
     assert "  blessing: BLESSED" in out and "passed: retrieval/t2av/R@1 = " in out
     assert f"  report: {project / 'reports/evaluate/report.html'}" in out
+    # serving: the blessed model registered, served by a real Triton and queried over gRPC
+    assert "registered version 1 in artifacts/registry (challenger -> v1, champion -> v1)" in out
+    assert "Triton served it at 127.0.0.1:" in out
+    hits = out.split("(the words of test clip ")[1].split("  caption ")[0].splitlines()[1:]
+    assert len(hits) == 5 and hits[0].lstrip().startswith("1. syn-")
+    assert "  caption " in out and "clip embeddings published to Feast (view clip_embedding)" in out
+    assert (project / "artifacts/registry/models").is_dir()
 
     index = json.loads((project / "data" / "preprocessed" / "index.json").read_text())
     assert index["clips"] == 12 and index["quarantined"] == 0
     assert (project / ".dvc-storage").is_dir()  # pushed to the default local remote
     assert (project / "dvc.lock").is_file()
 
-    assert main(["demo", "--params", str(project / "params.yaml")]) == 0
+    assert main(["demo", "--no-serve", "--params", str(project / "params.yaml")]) == 0
     assert "stages run: none (everything up to date)" in capsys.readouterr().out
 
 

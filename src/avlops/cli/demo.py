@@ -1,7 +1,9 @@
 """``avlops demo``: the embedded end-to-end flow on one machine, driven by ``dvc repro``.
 
 Every stage of ``dvc.yaml`` runs (only what changed since the last run), the data is pushed to the DVC remote
-configured in ``params.yaml``, and a summary of each stage's report is printed.
+configured in ``params.yaml``, and a summary of each stage's report is printed. Then the blessed model is registered
+into the Triton model repository (a rerun reuses the version that holds the same weights), served by a local Triton
+Inference Server, and queried over gRPC: a text search and a caption of a test clip.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="project parameters (default: %(default)s)")
     p.add_argument("--no-push", action="store_true", help="do not push the data to the DVC remote")
     p.add_argument("--force", action="store_true", help="re-run every stage even when nothing changed")
+    p.add_argument("--no-serve", action="store_true", help="do not register the model, serve it on Triton and query it")
     p.set_defaults(handler=run_demo)
 
 
@@ -80,7 +83,11 @@ def run_demo(args: argparse.Namespace) -> int:
         )
 
     _section("summary")
-    return _print_summary(root, params)
+    code = _print_summary(root, params)
+    if code != ExitCode.OK or args.no_serve:
+        return code
+    _section("serving: register, Triton, gRPC search and caption")
+    return _serve_and_query(root, params)
 
 
 def _print_training(root: Path, params: ProjectParams) -> bool:
@@ -129,6 +136,52 @@ def _print_evaluation(root: Path, params: ProjectParams) -> bool:
         print(f"    - {reason}")
     print(f"  report: {out / 'report.html'}")
     return blessed
+
+
+def _test_clip(manifest: Path) -> tuple[str, str, Path] | None:
+    """The first test clip with a video: (clip id, its first caption, its media file)."""
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        rec = json.loads(line)
+        if rec.get("split") == "test" and rec.get("video"):
+            return str(rec["clip_id"]), str(rec["captions"][0]), manifest.parent / str(rec["video"])
+    return None
+
+
+def _serve_and_query(root: Path, params: ProjectParams) -> int:
+    """Register the blessed model (or reuse the version holding these weights), serve it on a local Triton, search
+    with a test clip's caption and caption that clip over gRPC."""
+    from avlops.registry.deploy import deploy_and_query  # torch, onnxruntime, tritonclient: only when serving
+    from avlops.registry.register import RegistrationRefused
+
+    reg = params.registry
+    picked = _test_clip(root / params.synth.out / "manifest.jsonl")
+    if picked is None or reg.checkpoint is None or reg.eval_dir is None or reg.data is None:
+        print("serving: needs [registry] checkpoint, eval_dir and data, and a test clip with a video")
+        return ExitCode.FAILED
+    clip_id, query, media = picked
+    cfg = reg.model_copy(update={"repository": str(root / reg.repository)})
+    try:
+        report = deploy_and_query(
+            root / reg.checkpoint, root / reg.eval_dir, root / reg.data, query, media, cfg=cfg, features=params.features
+        )
+    except RegistrationRefused as err:
+        print(f"serving: registration refused: {err}", file=sys.stderr)
+        return ExitCode.FAILED
+    aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(report.aliases.items()))
+    print(f"registered version {report.version} in {reg.repository} ({aliases}); model card {report.card}")
+    print(f"Triton served it at {report.grpc} (start {report.seconds.get('startup', 0):.0f} s); over gRPC:")
+    print(f"  search {query!r}  (the words of test clip {clip_id})")
+    for hit in report.hits:
+        mark = "  <- the clip it describes" if hit.clip_id == clip_id else ""
+        print(f"    {hit.rank}. {hit.clip_id}  score {hit.score:.3f}{mark}")
+    print(f"  caption {media.name}: {report.caption!r}")
+    if report.feast:
+        print(f"  clip embeddings published to Feast (view clip_embedding), e.g. {sorted(report.feast)[:1]}")
+    return ExitCode.OK
 
 
 def _print_summary(root: Path, params: ProjectParams) -> int:
