@@ -66,7 +66,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def test_demo_runs_every_stage_then_is_up_to_date(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_every_stage_then_is_up_to_date_and_gates_on_blessing(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--params", str(project / "params.yaml")]) == 0
     out = capsys.readouterr().out
     ran = out.split("stages run: ")[1].split(" in ")[0].split(", ")
@@ -97,6 +99,18 @@ def test_demo_runs_every_stage_then_is_up_to_date(project: Path, capsys: pytest.
 
     assert main(["demo", "--no-serve", "--params", str(project / "params.yaml")]) == 0
     assert "stages run: none (everything up to date)" in capsys.readouterr().out
+
+    # a gate the model cannot pass: only evaluate reruns, it stops the pipeline and nothing new is registered
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["bless"]["thresholds"]["retrieval/t2av/R@1"] = {"min": 101.0}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert main(["demo", "--no-push", "--params", str(project / "params.yaml")]) == 1
+    captured = capsys.readouterr()
+    assert "failed to reproduce 'evaluate'" in captured.err
+    verdict = json.loads((project / "reports/evaluate/blessing.json").read_text())
+    assert verdict["blessed"] is False and "retrieval/t2av/R@1" in json.dumps(verdict["reasons"])
+    assert "registered version" not in captured.out
+    assert sorted(p.name for p in (project / "artifacts/registry/models").glob("*/2")) == []
 
 
 def test_demo_fails_with_exit_1_when_validation_gate_fails(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
