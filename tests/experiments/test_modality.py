@@ -13,7 +13,14 @@ from avlops.cli import main
 from avlops.config import build, load_yaml
 from avlops.evaluation.names import Modality
 from avlops.evaluation.params import EvaluateConfig
-from avlops.experiments.modality import eval_config, train_config
+from avlops.experiments.modality import (
+    ExperimentResult,
+    RunOutcome,
+    eval_config,
+    markdown_table,
+    paired_differences,
+    train_config,
+)
 from avlops.experiments.params import ModalityExperimentConfig, Variant
 from avlops.training.params import TrainConfig, resolve
 
@@ -97,6 +104,33 @@ def test_experiment_writes_the_papers_table_and_reuses_finished_runs(
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("eval/*/seed-0/metrics.json")}
     assert main(["experiment", "modality", "--config", str(config), "--no-progress"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def _result(metrics: dict[tuple[Variant, int], dict[str, float]]) -> ExperimentResult:
+    runs = tuple(RunOutcome(v, s, "ckpt", "eval", m) for (v, s), m in metrics.items())
+    corpus = {"clips": 10, "by_split": {"train": 6, "test": 4}}
+    return ExperimentResult(Path("out"), corpus, (0, 1, 2), tuple(Variant), runs)
+
+
+def test_paired_differences_match_seeds_and_skip_missing_runs() -> None:
+    t2v, t2av = "retrieval/t2v/R@1", "retrieval/t2av/R@1"
+    result = _result(
+        {
+            (Variant.FULL, 0): {t2v: 10.0, t2av: 60.0},
+            (Variant.FULL, 1): {t2v: 20.0, t2av: 50.0},
+            (Variant.FULL, 2): {t2v: 5.0, t2av: 70.0},
+            (Variant.VIDEO_ONLY, 0): {t2v: 15.0},
+            (Variant.VIDEO_ONLY, 2): {t2v: 75.0},  # seed 1 missing: left out, not paired with another seed
+        }
+    )
+    assert paired_differences(result, Variant.FULL, t2av, Variant.FULL, t2v) == [50.0, 30.0, 65.0]
+    assert paired_differences(result, Variant.FULL, t2av, Variant.VIDEO_ONLY, t2v) == [45.0, -5.0]
+    assert paired_differences(result, Variant.FULL, t2av, Variant.NO_TYPE_TOKEN, t2av) == []
+    table = markdown_table(result)
+    assert "- Audio helps within `full` (text→audio+video R@1 minus text→video R@1): 48.3 ± 17.6 points; " in table
+    assert "higher in 3 of 3 seeds." in table
+    assert "`video_only` text→video R@1, same seed): 20.0 ± 35.4 points; higher in 1 of 2 seeds." in table
+    assert "Audio type token" not in table  # no no_type_token runs: no line rather than an empty one
 
 
 def test_bad_variant_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

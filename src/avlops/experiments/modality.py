@@ -42,6 +42,7 @@ __all__ = [
     "RunOutcome",
     "eval_config",
     "markdown_table",
+    "paired_differences",
     "plot_results",
     "run_experiment",
     "train_config",
@@ -54,7 +55,8 @@ RETRIEVAL_COLUMNS = tuple((m, k) for m in Modality for k in ("R@1", "R@5", "R@10
 CAPTION_COLUMNS = tuple(Modality)
 _GROUP_NAMES = {Modality.VIDEO: "video", Modality.AUDIO: "audio", Modality.AUDIOVISUAL: "audio+video"}
 _DESCRIPTIONS = {
-    Variant.FULL: "MGA over T–V, T–A, T–AV; captions from audio+video; audio type token (VALOR-B + CLIP4VLA)",
+    Variant.FULL: "MGA over T–V, T–A, T–AV; captions from video, audio and both (MGC); audio type token "
+    "(VALOR-B + CLIP4VLA)",
     Variant.VIDEO_ONLY: "trained on frames alone: MGA T–V, captions from video (VALOR⁻B)",
     Variant.NO_TYPE_TOKEN: "as full, without the audio type token (CLIP4VLA ablation)",
 }
@@ -193,6 +195,16 @@ def _cell(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def paired_differences(result: ExperimentResult, a: Variant, metric_a: str, b: Variant, metric_b: str) -> list[float]:
+    """Per seed that has both: ``a``'s ``metric_a`` minus ``b``'s ``metric_b`` (the same run when ``a`` is ``b``)."""
+    by_seed = {(r.variant, r.seed): r.metrics for r in result.runs}
+    return [
+        by_seed[(a, s)][metric_a] - by_seed[(b, s)][metric_b]
+        for s in result.seeds
+        if metric_a in by_seed.get((a, s), {}) and metric_b in by_seed.get((b, s), {})
+    ]
+
+
 def markdown_table(result: ExperimentResult) -> str:
     """The papers' table: rows are variants, cells mean ± sd over seeds (— where a variant has no such task)."""
     head = ["variant", *(f"t→{_GROUP_NAMES[m]} {k}" for m, k in RETRIEVAL_COLUMNS)]
@@ -205,15 +217,26 @@ def markdown_table(result: ExperimentResult) -> str:
     lines.append("")
     for v in result.variants:
         lines.append(f"- `{v.value}`: {_DESCRIPTIONS[v]}")
-    full = [r for r in result.runs if r.variant is Variant.FULL]
-    t2v, t2av = retrieval_key("t2v", "R@1"), retrieval_key("t2av", "R@1")
-    gains = [r.metrics[t2av] - r.metrics[t2v] for r in full if t2v in r.metrics and t2av in r.metrics]
-    if gains:
-        better = sum(g > 0 for g in gains)
-        lines.append(
-            f"- Audio helps (`full`, text→audio+video R@1 minus text→video R@1): {_cell(gains)} points; "
-            f"higher in {better} of {len(gains)} seeds."
-        )
+    t2v, t2av, cider_av = (
+        retrieval_key("t2v", "R@1"),
+        retrieval_key("t2av", "R@1"),
+        caption_key(Modality.AUDIOVISUAL, "CIDEr"),
+    )
+    comparisons = (
+        ("Audio helps within `full` (text→audio+video R@1 minus text→video R@1)",
+         Variant.FULL, t2av, Variant.FULL, t2v),
+        ("Audio helps across models (`full` text→audio+video R@1 minus `video_only` text→video R@1, same seed)",
+         Variant.FULL, t2av, Variant.VIDEO_ONLY, t2v),
+        ("Audio type token, retrieval (`full` minus `no_type_token`, text→audio+video R@1, same seed)",
+         Variant.FULL, t2av, Variant.NO_TYPE_TOKEN, t2av),
+        ("Audio type token, captioning (`full` minus `no_type_token`, CIDEr from audio+video, same seed)",
+         Variant.FULL, cider_av, Variant.NO_TYPE_TOKEN, cider_av),
+    )  # fmt: skip
+    for label, va, ma, vb, mb in comparisons:
+        diffs = paired_differences(result, va, ma, vb, mb)
+        if diffs:
+            higher = sum(d > 0 for d in diffs)
+            lines.append(f"- {label}: {_cell(diffs)} points; higher in {higher} of {len(diffs)} seeds.")
     split = result.corpus.get("by_split", {})
     lines.append(
         f"- Corpus: {result.corpus.get('clips')} synthetic clips ({', '.join(f'{k} {n}' for k, n in split.items())}); "
