@@ -138,16 +138,18 @@ def _print_evaluation(root: Path, params: ProjectParams) -> bool:
     return blessed
 
 
-def _test_clip(manifest: Path) -> tuple[str, str, Path] | None:
-    """The first test clip with a video: (clip id, its first caption, its media file)."""
+def _manifest_records(manifest: Path) -> list[dict[str, Any]]:
     try:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        rec = json.loads(line)
+        return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def _test_clip(records: list[dict[str, Any]], root: Path) -> tuple[str, str, Path] | None:
+    """The first test clip with a video: (clip id, its first caption, its media file under ``root``)."""
+    for rec in records:
         if rec.get("split") == "test" and rec.get("video"):
-            return str(rec["clip_id"]), str(rec["captions"][0]), manifest.parent / str(rec["video"])
+            return str(rec["clip_id"]), str(rec["captions"][0]), root / str(rec["video"])
     return None
 
 
@@ -158,7 +160,9 @@ def _serve_and_query(root: Path, params: ProjectParams) -> int:
     from avlops.registry.register import RegistrationRefused
 
     reg = params.registry
-    picked = _test_clip(root / params.synth.out / "manifest.jsonl")
+    manifest = root / params.synth.out / "manifest.jsonl"
+    records = _manifest_records(manifest)
+    picked = _test_clip(records, manifest.parent)
     if picked is None or reg.checkpoint is None or reg.eval_dir is None or reg.data is None:
         print("serving: needs [registry] checkpoint, eval_dir and data, and a test clip with a video")
         return ExitCode.FAILED
@@ -175,9 +179,11 @@ def _serve_and_query(root: Path, params: ProjectParams) -> int:
     print(f"registered version {report.version} in {reg.repository} ({aliases}); model card {report.card}")
     print(f"Triton served it at {report.grpc} (start {report.seconds.get('startup', 0):.0f} s); over gRPC:")
     print(f"  search {query!r}  (the words of test clip {clip_id})")
+    captions = {str(r["clip_id"]): r.get("captions") or [""] for r in records}
     for hit in report.hits:
         mark = "  <- the clip it describes" if hit.clip_id == clip_id else ""
-        print(f"    {hit.rank}. {hit.clip_id}  score {hit.score:.3f}{mark}")
+        said = captions.get(hit.clip_id, [""])[0]
+        print(f"    {hit.rank}. {hit.clip_id}  score {hit.score:.3f}  {said!r}{mark}")
     print(f"  caption {media.name}: {report.caption!r}")
     if report.feast:
         print(f"  clip embeddings published to Feast (view clip_embedding), e.g. {sorted(report.feast)[:1]}")

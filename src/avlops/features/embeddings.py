@@ -23,6 +23,7 @@ from avlops.features.params import FeaturesConfig
 from avlops.features.store import (
     METADATA_VIEW,
     _local_or_url,
+    _quiet_dask,
     feature_definitions,
     get_online_clip_features,
     open_store,
@@ -95,7 +96,8 @@ def publish_embeddings(
     store = open_store(repo_dir)
     store.apply([definitions.entity, view])
     end = (stamp + pd.Timedelta(seconds=1)).to_pydatetime()
-    store.materialize(start_date=stamp.to_pydatetime(), end_date=end, feature_views=[EMBEDDING_VIEW])
+    with _quiet_dask():
+        store.materialize(start_date=stamp.to_pydatetime(), end_date=end, feature_views=[EMBEDDING_VIEW])
     names = {v.name for v in store.list_feature_views()}
     refs = [f"{EMBEDDING_VIEW}:model_version", f"{EMBEDDING_VIEW}:embedding"]
     if METADATA_VIEW in names:
