@@ -226,11 +226,10 @@ def test_catalogue_build_and_publish_to_feast(
     assert 0 < len(built) < 12 and set(built.splits) <= {"test", "val"}
 
     feast = tmp_path / "feast"
-    materialize_features(
-        FeaturesConfig(
-            repo_dir=str(feast), manifest=str(deployment.manifest), stats=str(deployment.data / "stats.parquet")
-        )
+    features = FeaturesConfig(
+        repo_dir=str(feast), manifest=str(deployment.manifest), stats=str(deployment.data / "stats.parquet")
     )
+    materialize_features(features)
     result = register()
     assert main(["catalogue", "publish", "champion", "--repository", result.repository, "--repo-dir", str(feast)]) == 0
     assert "published 12 clip embeddings of version 1" in capsys.readouterr().out
@@ -240,3 +239,6 @@ def test_catalogue_build_and_publish_to_feast(
     )[clip]
     assert got["model_version"] == 1 and len(got["embedding"]) == 32
     assert got["split"] == deployment.records[0]["split"]
+    # materializing the clip views again, with embeddings now in the store, shows only its own views' features
+    again = materialize_features(features).example
+    assert again and all("embedding" not in row and "split" in row for row in again.values())

@@ -216,12 +216,13 @@ def materialize_features(cfg: FeaturesConfig, now: datetime | None = None) -> Ma
             with _quiet_dask():
                 store.materialize_incremental(end_date=end, feature_views=[view.name])
     sample = list(tables[STATS_VIEW][JOIN_KEY][:2]) or list(tables[METADATA_VIEW][JOIN_KEY][:2])
+    own = [f"{v.name}:{f.name}" for v in definitions.views for f in v.features]  # not other producers' views
     return MaterializeReport(
         repo_dir=repo_dir,
         event_timestamp=at.to_pydatetime(),
         rows={k: len(v) for k, v in tables.items()},
         skipped_records=len(problems),
-        example=get_online_clip_features(repo_dir, [str(c) for c in sample]) if sample else {},
+        example=get_online_clip_features(repo_dir, [str(c) for c in sample], own) if sample else {},
     )
 
 
