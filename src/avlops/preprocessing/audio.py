@@ -73,12 +73,17 @@ class AudioInfo:
 
 
 def loudness_dbfs(waveform: np.ndarray | torch.Tensor) -> float:
-    """RMS level of all samples in dBFS (full scale = 1.0), floored at :data:`FLOOR_DBFS`."""
+    """RMS level of all samples in dBFS (full scale = 1.0), floored at :data:`FLOOR_DBFS`, to 1e-6 dB.
+
+    Summed in float64 and rounded, so the value (and the stats table and shard records holding it) is the same on
+    every machine: a float32 BLAS dot changes its last digits with the CPU's vector width and thread count.
+    """
     x = np.ascontiguousarray(waveform, dtype=np.float32).ravel()
     if x.size == 0:
         return FLOOR_DBFS
-    rms = math.sqrt(float(np.dot(x, x)) / x.size)  # BLAS dot: ~100x faster than squaring a float64 copy
-    return max(FLOOR_DBFS, 20.0 * math.log10(rms)) if rms > 0 else FLOOR_DBFS
+    energy = float(np.einsum("i,i->", x, x, dtype=np.float64))  # float64 accumulation, no float64 copy
+    rms = math.sqrt(energy / x.size)
+    return round(max(FLOOR_DBFS, 20.0 * math.log10(rms)), 6) if rms > 0 else FLOOR_DBFS
 
 
 @lru_cache(maxsize=8)
