@@ -21,6 +21,7 @@ from avlops.preprocessing import pipeline
 from avlops.preprocessing.audio import decode_audio
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.pipeline import (
+    RESUME_DIR,
     STATS_COLUMNS,
     ClipError,
     preprocess_arrays,
@@ -29,6 +30,8 @@ from avlops.preprocessing.pipeline import (
 )
 from avlops.preprocessing.sampling import clip_rng
 from avlops.preprocessing.shards import load_shard, read_index
+
+REPO = Path(__file__).resolve().parents[2]
 
 GOOD = {"t1", "t2", "t3", "t4", "t5", "t6", "t7", "v1", "v2", "s1", "s2"}
 BAD = {  # clip id → a word its quarantine reason must contain
@@ -99,7 +102,12 @@ def _corpus(root: Path) -> Path:
 
 
 def snapshot(out: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir()) if p.name != ".lock"}
+    """The dataset's files (not the lock or the resume state, which DVC ignores) and their digests."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.iterdir())
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +145,26 @@ def reference(corpus: Path, cfg: PreprocessConfig, tmp_path_factory: pytest.Temp
         mp.setattr(av, "open", spy)
         summary = preprocess_manifest(corpus, out, cfg, progress=False)
     return {"out": out, "summary": summary, "snapshot": snapshot(out), "opened": opened}
+
+
+def test_the_same_corpus_elsewhere_with_other_mtimes_gives_the_same_dataset(
+    corpus: Path, cfg: PreprocessConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset version must not depend on where or when its media were written (DVC hashes the output)."""
+    root = corpus.parent.parent
+    snapshots = []
+    for name, mtime_s in (("a", 1_000_000_000), ("b", 1_700_000_000)):
+        copy = tmp_path / name
+        shutil.copytree(root, copy, symlinks=True)
+        for f in copy.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                os.utime(f, ns=(mtime_s * 10**9, mtime_s * 10**9))
+        monkeypatch.chdir(copy)  # the manifest as a user names it: quarantine records keep that name
+        preprocess_manifest(corpus.relative_to(root), Path("out"), cfg, progress=False)
+        snapshots.append(snapshot(copy / "out"))
+        assert (copy / "out" / RESUME_DIR).is_dir()
+    assert snapshots[0] == snapshots[1]
+    assert RESUME_DIR + "/" in (REPO / ".dvcignore").read_text().splitlines()
 
 
 def test_bad_clips_are_quarantined_with_reasons_and_good_ones_kept(reference: dict[str, Any]) -> None:

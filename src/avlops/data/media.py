@@ -7,7 +7,7 @@ from pathlib import Path
 
 import av
 
-__all__ = ["MediaError", "MediaInfo", "probe"]
+__all__ = ["MediaError", "MediaInfo", "decode_reason", "probe"]
 
 
 class MediaError(ValueError):
@@ -64,4 +64,12 @@ def probe(path: Path, *, decode: bool = True) -> MediaInfo:
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError, StopIteration) as err:
-        raise MediaError(f"{path}: cannot decode: {err}") from None
+        raise MediaError(f"{path}: cannot decode: {decode_reason(err)}") from None
+
+
+def decode_reason(err: BaseException) -> str:
+    """Why a decoder failed, without FFmpeg's copy of the file's absolute path (the caller names the file): the same
+    bad file gives the same reason wherever the dataset lives."""
+    if isinstance(err, av.FFmpegError) and err.strerror:
+        return f"{err.strerror} (FFmpeg error {err.errno})" if err.errno is not None else str(err.strerror)
+    return str(err)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torchaudio
 from torchaudio.compliance import kaldi
 
-from avlops.data.media import MediaError
+from avlops.data.media import MediaError, decode_reason
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.sampling import draws, sampled_mask, segment_indices
 
@@ -192,7 +192,7 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     except MediaError:
         raise
     except _DECODE_ERRORS as err:
-        raise MediaError(f"{path.name}: cannot decode audio: {err}") from None
+        raise MediaError(f"{path.name}: cannot decode audio: {decode_reason(err)}") from None
     if wave.shape[1] == 0:
         raise NoAudioError(f"{path.name}: audio stream is empty")
     return wave, rate

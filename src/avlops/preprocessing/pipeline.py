@@ -13,7 +13,9 @@ tensor crosses a process boundary (parallelism is across shards: a manifest need
 every worker busy). Randomness is per clip (seeded from the seed and the clip id), so the output is the same for any
 worker count and any interruption pattern. A clip that cannot be used goes to ``quarantine.jsonl`` with its reasons
 and the run continues; an unexpected exception (a bug) stops the run, keeping every shard finished so far.
-``index.json`` is written last.
+``index.json`` is written last. What a rerun compares to resume (config, records, media sizes and mtimes) lives in
+``.avlops-resume/`` beside the shards, which DVC ignores: the shards and their records hold only what was computed,
+so the same corpus preprocessed anywhere gives the same dataset version.
 
 Bad-input policy (each is quarantined with its reason): a media path that leaves the dataset root (checked before
 anything is opened), a missing, empty, corrupt or truncated file, a zero-length video, a video with no audio track
@@ -65,6 +67,7 @@ from avlops.preprocessing.shards import (
     INDEX_NAME,
     read_record,
     sha256_file,
+    write_bytes_atomic,
     write_json_atomic,
     write_parquet_atomic,
     write_shard,
@@ -89,6 +92,8 @@ __all__ = [
 
 STATS_NAME = "stats.parquet"
 QUARANTINE_NAME = "quarantine.jsonl"
+#: per-shard resume fingerprints (local run state; ``.dvcignore`` keeps it out of the dataset's DVC hash)
+RESUME_DIR = ".avlops-resume"
 _SHARD_RE = re.compile(r"^(train|val|test)-\d{5}\.(safetensors|json)$")
 _TEMP_RE = re.compile(
     r"^\.((train|val|test)-\d{5}\.(safetensors|json)|index\.json|stats\.parquet|quarantine\.jsonl)\..*\.tmp$"
@@ -343,6 +348,10 @@ class _ShardPlan:
     entries: tuple[LocatedRecord, ...]
     fingerprint: str  # config hash + records + media sizes/mtimes: a rerun resumes only if unchanged
 
+    def resume_file(self, out: Path) -> Path:
+        """Where the fingerprint of a finished shard is kept: local run state, not part of the dataset."""
+        return out / RESUME_DIR / self.name
+
 
 @dataclass(frozen=True)
 class _Outcome:
@@ -400,7 +409,12 @@ def _valid_record(out: Path, plan: _ShardPlan, config_hash: str) -> dict[str, An
     rec = read_record(out / f"{plan.name}.json")
     if rec is None or rec.get("format_version") != FORMAT_VERSION:
         return None
-    if rec.get("config_hash") != config_hash or rec.get("fingerprint") != plan.fingerprint:
+    if rec.get("config_hash") != config_hash:
+        return None
+    try:
+        if plan.resume_file(out).read_text(encoding="utf-8") != plan.fingerprint:
+            return None
+    except OSError:
         return None
     if rec.get("file") not in (None, f"{plan.name}.safetensors"):
         return None
@@ -443,7 +457,6 @@ def _write_shard(out: Path, plan: _ShardPlan, outcomes: Sequence[_Outcome], cfg:
         "split": plan.split,
         "train_sampling": plan.train,
         "config_hash": config_hash,
-        "fingerprint": plan.fingerprint,
         "file": None,
         "bytes": 0,
         "sha256": None,
@@ -470,6 +483,7 @@ def _write_shard(out: Path, plan: _ShardPlan, outcomes: Sequence[_Outcome], cfg:
             "sha256": digest,
             "captions": sum(int(c["text"].shape[0]) for c in clips),
         }
+    write_bytes_atomic(plan.resume_file(out), plan.fingerprint.encode())
     write_json_atomic(out / f"{plan.name}.json", rec)  # last: marks the shard complete
     return rec
 
@@ -572,6 +586,12 @@ def _clean(out: Path, plans: Sequence[_ShardPlan], todo: Sequence[_ShardPlan]) -
             f.unlink(missing_ok=True)
     for p in todo:
         (out / f"{p.name}.json").unlink(missing_ok=True)
+        p.resume_file(out).unlink(missing_ok=True)
+    if (resume := out / RESUME_DIR).is_dir():
+        names = {p.name for p in plans}
+        for f in resume.iterdir():
+            if f.name not in names:
+                f.unlink(missing_ok=True)
 
 
 def preprocess_manifest(manifest: Path, out: Path, cfg: PreprocessConfig, progress: bool = True) -> PreprocessSummary:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
-from avlops.data.media import MediaError
+from avlops.data.media import MediaError, decode_reason
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.sampling import draws, sampled_mask, segment_indices
 
@@ -192,7 +192,7 @@ def decode_frames(
     except MediaError:
         raise
     except (*_DECODE_ERRORS, KeyError) as err:
-        raise MediaError(f"{path.name}: cannot decode video: {err}") from None
+        raise MediaError(f"{path.name}: cannot decode video: {decode_reason(err)}") from None
     if still:
         duration = 0.0
     elif duration <= 0 and fps:
