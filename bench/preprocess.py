@@ -148,7 +148,7 @@ def time_decode(paths: list[str], workers: int) -> float:
 def digest(out: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(out.iterdir()):
-        if f.name != ".lock":
+        if f.is_file() and f.name != ".lock":  # the dataset's files: not the lock or the resume state
             h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
 
@@ -206,7 +206,7 @@ def run_scenario(
                 seconds = s.seconds
                 assert s.clips == clips and s.quarantined == 0, s
                 digests.add(digest(out))
-                out_bytes = sum(f.stat().st_size for f in out.iterdir())
+                out_bytes = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
             run = {"seconds": round(seconds, 3), "clips_per_s": round(clips / seconds, 2), "loadavg_1m_before": load}
             if kind == "preprocess":
                 run["output_mb"] = round(out_bytes / 2**20, 1)
