@@ -18,6 +18,8 @@ from typing import Any
 from avlops.cli import ExitCode, describe
 from avlops.config import load_section
 from avlops.data import versioning
+from avlops.data.manifest import read_manifest
+from avlops.data.schema import ClipRecord, Split
 from avlops.params import ProjectParams
 
 __all__ = ["register"]
@@ -138,18 +140,11 @@ def _print_evaluation(root: Path, params: ProjectParams) -> bool:
     return blessed
 
 
-def _manifest_records(manifest: Path) -> list[dict[str, Any]]:
-    try:
-        return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
-
-
-def _test_clip(records: list[dict[str, Any]], root: Path) -> tuple[str, str, Path] | None:
-    """The first test clip with a video: (clip id, its first caption, its media file under ``root``)."""
+def _test_clip(records: list[ClipRecord], root: Path) -> tuple[str, str, Path] | None:
+    """The first test clip with a moving video: (clip id, its first caption, its media file under ``root``)."""
     for rec in records:
-        if rec.get("split") == "test" and rec.get("video"):
-            return str(rec["clip_id"]), str(rec["captions"][0]), root / str(rec["video"])
+        if rec.split is Split.TEST and rec.video and not rec.is_still_image:
+            return rec.clip_id, rec.captions[0], root / rec.video
     return None
 
 
@@ -161,7 +156,7 @@ def _serve_and_query(root: Path, params: ProjectParams) -> int:
 
     reg = params.registry
     manifest = root / params.synth.out / "manifest.jsonl"
-    records = _manifest_records(manifest)
+    records = [located.record for located in read_manifest(manifest)[0]] if manifest.is_file() else []
     picked = _test_clip(records, manifest.parent)
     if picked is None or reg.checkpoint is None or reg.eval_dir is None or reg.data is None:
         print("serving: needs [registry] checkpoint, eval_dir and data, and a test clip with a video")
@@ -179,7 +174,7 @@ def _serve_and_query(root: Path, params: ProjectParams) -> int:
     print(f"registered version {report.version} in {reg.repository} ({aliases}); model card {report.card}")
     print(f"Triton served it at {report.grpc} (start {report.seconds.get('startup', 0):.0f} s); over gRPC:")
     print(f"  search {query!r}  (the words of test clip {clip_id})")
-    captions = {str(r["clip_id"]): r.get("captions") or [""] for r in records}
+    captions = {r.clip_id: r.captions for r in records}
     for hit in report.hits:
         mark = "  <- the clip it describes" if hit.clip_id == clip_id else ""
         said = captions.get(hit.clip_id, [""])[0]
