@@ -78,3 +78,28 @@ def wait_for_quiet(min_cores: float, max_wait: float, label: str = "", workers: 
         time.sleep(10)
         cores = effective_cores(workers)
     return cores
+
+
+def idle_share(seconds: float = 2.0) -> float:
+    """Share of the machine's CPU time that was idle over ``seconds`` (``/proc/stat``), while this script waits."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_for_idle(min_idle: float, label: str, max_wait: float = 120.0) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is at least ``min_idle`` idle, by :func:`idle_share`: the probe
+    for benchmarks whose servers are already running, which spinners would disturb. Returns the last idle share."""
+    deadline = time.monotonic() + max_wait
+    idle = idle_share()
+    while idle < min_idle and time.monotonic() < deadline:
+        print(f"[{label}] {100 * idle:.0f} % idle: waiting for a quieter machine", file=sys.stderr)
+        time.sleep(10)
+        idle = idle_share()
+    return idle

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 from machine import machine as common_machine
-from machine import machine_table
+from machine import machine_table, wait_for_idle
 
 from avlops.config import load_section, load_yaml
 from avlops.data.params import SynthConfig
@@ -264,7 +264,7 @@ def measure(
         for c in concurrencies:
             runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
             for rep in range(repeats):
-                idle = wait_for_quiet(min_idle, f"{model}@{c} round {rep + 1}")  # once per round: all alike
+                idle = wait_for_idle(min_idle, f"{model}@{c} round {rep + 1}")  # once per round: all alike
                 for t in targets if rep % 2 == 0 else list(reversed(targets)):
                     server0, client0 = cpu_seconds(t.pids()), time.process_time()
                     r = asyncio.run(_drive(t.url, model, texts, c, seconds))
@@ -378,31 +378,6 @@ def eager_servers(run: dict[str, Any]) -> Iterator[list[Target]]:
         for proc in procs:
             proc.terminate()
             proc.join(10)
-
-
-def idle_share(seconds: float = 2.0) -> float:
-    """Share of the machine's CPU time that was idle over ``seconds`` (``/proc/stat``), while this script waits."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
-
-    idle0, total0 = sample()
-    time.sleep(seconds)
-    idle1, total1 = sample()
-    return (idle1 - idle0) / max(total1 - total0, 1)
-
-
-def wait_for_quiet(min_idle: float, label: str, max_wait: float = 120.0) -> float:
-    """Wait (up to ``max_wait`` s) until the machine is at least ``min_idle`` idle: it is shared with other jobs.
-    Returns the last idle share (recorded with each point)."""
-    deadline = time.monotonic() + max_wait
-    idle = idle_share()
-    while idle < min_idle and time.monotonic() < deadline:
-        print(f"[{label}] {100 * idle:.0f} % idle: waiting for a quieter machine", file=sys.stderr)
-        time.sleep(10)
-        idle = idle_share()
-    return idle
 
 
 # ------------------------------------------------------------------------------------ runtime choices
