@@ -11,6 +11,7 @@ import torchaudio
 from preprocessing_media import tone, write_video, write_wav
 from torchaudio.compliance import kaldi
 
+from avlops.data.media import SoundTrack, open_media
 from avlops.preprocessing.audio import (
     FLOOR_DBFS,
     NoAudioError,
@@ -24,6 +25,7 @@ from avlops.preprocessing.audio import (
 )
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.sampling import clip_rng
+from avlops.preprocessing.video import decode_frames
 
 
 def valor_fbank(wave: torch.Tensor, sr: int) -> torch.Tensor:
@@ -87,6 +89,32 @@ def test_load_audio_from_a_video_track(tmp_path: Path, tiny_cfg: PreprocessConfi
     converted = rate != tiny_cfg.sample_rate
     assert any("resampled" in n for n in info.notes) == converted
     assert any("downmixed" in n for n in info.notes) == (channels == 2)
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(16000, 1), (44100, 2)])
+def test_sound_track_from_the_video_pass_equals_a_fresh_decode(tmp_path: Path, rate: int, channels: int) -> None:
+    # one open and one demuxing pass serve both streams; AAC at 44.1 kHz starts with a priming packet at a negative
+    # timestamp that a seek back to 0 would skip, so the packets must come from the same pass, none dropped
+    path = write_video(tmp_path / "v.mp4", n_frames=16, fps=8, audio=(rate, channels))
+    sound = SoundTrack()
+    with open_media(path, "video") as container:
+        assert all(s.thread_count == 1 for s in container.streams)  # workers are the parallelism, not FFmpeg
+        decode_frames(path, 4, None, container=container, sound=sound)
+        assert sound.demuxed and sound.packets
+        wave, sr = decode_audio(path, sound)
+    fresh, fresh_sr = decode_audio(path)
+    assert sr == fresh_sr == rate and wave.shape == fresh.shape == (channels, wave.shape[1])
+    assert np.array_equal(wave, fresh)
+
+
+def test_sound_track_of_a_video_without_audio(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "mute.mp4", audio=None)
+    sound = SoundTrack()
+    with open_media(path, "video") as container:
+        decode_frames(path, 4, None, container=container, sound=sound)
+        assert sound.demuxed and not sound.packets
+        with pytest.raises(NoAudioError, match="no audio stream"):
+            decode_audio(path, sound)
 
 
 def test_serving_path_on_a_waveform_matches_the_file_path(tmp_path: Path, tiny_cfg: PreprocessConfig) -> None:

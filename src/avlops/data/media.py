@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+from av.audio.stream import AudioStream
 
-__all__ = ["MediaError", "MediaInfo", "decode_reason", "probe"]
+__all__ = ["DECODE_ERRORS", "MediaError", "MediaInfo", "SoundTrack", "decode_reason", "open_media", "probe"]
+
+#: What PyAV raises for a file it cannot open or decode.
+DECODE_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
 
 
 class MediaError(ValueError):
@@ -65,6 +69,35 @@ def probe(path: Path, *, decode: bool = True) -> MediaInfo:
         raise
     except (av.FFmpegError, OSError, ValueError, StopIteration) as err:
         raise MediaError(f"{path}: cannot decode: {decode_reason(err)}") from None
+
+
+@dataclass
+class SoundTrack:
+    """The undecoded packets of a file's first audio stream, gathered while its video was decoded from the same open
+    container: the sound without a second open (format probing) and demux of the file.
+
+    ``demuxed`` is set once a whole pass filled it; until then a reader must open the file itself. Empty ``packets``
+    after a pass mean the file has no audio stream. The container must stay open until the packets are decoded.
+    """
+
+    packets: list[av.Packet[AudioStream]] = field(default_factory=list)
+    demuxed: bool = False
+
+
+def open_media(path: Path, what: str) -> av.container.InputContainer:
+    """Open ``path`` for decoding, single-threaded (workers are processes, one per core).
+
+    Every stream's decoder gets one thread: FFmpeg's default pool (one thread per core, handed each frame or slice)
+    costs more than it gives on short clips and fights the worker processes for the same cores. Raises
+    :class:`MediaError` ("cannot decode ``what``") when FFmpeg cannot open the file.
+    """
+    try:
+        container = av.open(str(path))
+    except DECODE_ERRORS as err:
+        raise MediaError(f"{path.name}: cannot decode {what}: {decode_reason(err)}") from None
+    for stream in (*container.streams.video, *container.streams.audio):
+        stream.codec_context.thread_count = 1
+    return container
 
 
 def decode_reason(err: BaseException) -> str:

@@ -12,6 +12,7 @@ for a spectrogram (a real normalised fbank is never all zeros: padding normalise
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 import torchaudio
 from torchaudio.compliance import kaldi
 
-from avlops.data.media import MediaError, decode_reason
+from avlops.data.media import DECODE_ERRORS, MediaError, SoundTrack, decode_reason, open_media
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.sampling import draws, sampled_mask, segment_indices
 
@@ -43,8 +44,6 @@ __all__ = [
 
 #: Loudness reported for silence or missing audio instead of -inf.
 FLOOR_DBFS = -120.0
-
-_DECODE_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
 
 
 class NoAudioError(MediaError):
@@ -163,47 +162,75 @@ def no_audio(cfg: PreprocessConfig, train: bool) -> AudioTensor:
     return AudioTensor(fbank=torch.zeros(n, cfg.num_mel_bins, cfg.target_length), mask=torch.zeros(n, dtype=torch.bool))
 
 
-def decode_audio(path: Path) -> tuple[np.ndarray, int]:
+def _waveform(frames: Iterable[av.AudioFrame]) -> np.ndarray:
+    """Decoded audio frames → float32 ``[C, S]`` (zero columns when there are none).
+
+    Planar float frames (what AAC, MP3 and Opus decoders give) are queued as they are in an ``AudioFifo`` and read
+    back as one block; other sample formats are converted to planar float at their native layout and rate first.
+    """
+    resampler: av.AudioResampler | None = None
+    fifo = av.AudioFifo()
+    for frame in frames:
+        if frame.format.name == "fltp":
+            converted: Iterable[av.AudioFrame] = (frame,)
+        else:
+            resampler = resampler or av.AudioResampler(format="fltp")
+            converted = resampler.resample(frame)
+        for f in converted:
+            f.pts = None  # timestamps play no part in the waveform; a gap in them must not stop the read
+            fifo.write(f)
+    if resampler is not None:
+        for f in resampler.resample(None):
+            f.pts = None
+            fifo.write(f)
+    block = fifo.read()  # every queued sample, or None
+    if block is None:
+        return np.zeros((1, 0), np.float32)
+    return block.to_ndarray().astype(np.float32, copy=False)  # [C, S]
+
+
+def decode_audio(path: Path, sound: SoundTrack | None = None) -> tuple[np.ndarray, int]:
     """Decode the first audio stream of ``path`` → float32 waveform ``[C, S]`` in [-1, 1] and its native rate.
 
+    ``sound``: that stream's packets, already demuxed from the open file while its video was decoded (see
+    :func:`~avlops.preprocessing.video.decode_frames`); without it (or before its pass) the file is opened here.
     Raises :class:`NoAudioError` when there is no audio stream or it holds no samples, :class:`MediaError` when it
     cannot be decoded.
     """
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
+        if sound is not None and sound.demuxed:
+            if not sound.packets:
                 raise NoAudioError(f"{path.name}: no audio stream")
-            stream = container.streams.audio[0]
+            stream = sound.packets[0].stream
             rate = int(stream.codec_context.sample_rate or 0)
-            resampler = av.AudioResampler(format="fltp")  # planar float, native layout and rate
-            chunks: list[np.ndarray] = []
-            for frame in container.decode(stream):
-                if frame.format.name == "fltp":  # what AAC, MP3 and Opus decoders give: read the planes directly
-                    n = frame.samples
-                    chunks.append(
-                        np.stack([np.frombuffer(memoryview(p), np.float32, count=n) for p in frame.planes])
-                    )  # [C, n]
-                else:
-                    chunks.extend(f.to_ndarray() for f in resampler.resample(frame))  # each [C, S_i]
-            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
-        if not chunks or rate <= 0:
-            raise NoAudioError(f"{path.name}: audio stream is empty")
-        wave = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # [C, S]
+            wave = _waveform(f for p in sound.packets for f in stream.decode(p))
+        else:
+            with open_media(path, "audio") as container:
+                if not container.streams.audio:
+                    raise NoAudioError(f"{path.name}: no audio stream")
+                stream = container.streams.audio[0]
+                rate = int(stream.codec_context.sample_rate or 0)
+                wave = _waveform(container.decode(stream))
     except MediaError:
         raise
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         raise MediaError(f"{path.name}: cannot decode audio: {decode_reason(err)}") from None
-    if wave.shape[1] == 0:
+    if wave.shape[1] == 0 or rate <= 0:
         raise NoAudioError(f"{path.name}: audio stream is empty")
     return wave, rate
 
 
 def load_audio(
-    path: Path, cfg: PreprocessConfig, train: bool, rng: np.random.Generator | None
+    path: Path,
+    cfg: PreprocessConfig,
+    train: bool,
+    rng: np.random.Generator | None,
+    *,
+    sound: SoundTrack | None = None,
 ) -> tuple[AudioTensor, AudioInfo]:
-    """Decode and transform the audio of ``path``; a rate or channel count other than the target is converted and
-    noted (not refused)."""
-    wave, rate = decode_audio(path)
+    """Decode and transform the audio of ``path`` (from ``sound``'s packets when given, see :func:`decode_audio`); a
+    rate or channel count other than the target is converted and noted (not refused)."""
+    wave, rate = decode_audio(path, sound)
     channels = wave.shape[0]
     notes = []
     if rate != cfg.sample_rate:

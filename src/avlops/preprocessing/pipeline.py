@@ -33,12 +33,12 @@ import hashlib
 import json
 import multiprocessing
 import os
-import queue
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from avlops.data.manifest import LocatedRecord, Problem, read_manifest, write_quarantine
-from avlops.data.media import MediaError
+from avlops.data.media import MediaError, SoundTrack, open_media
 from avlops.data.schema import AudioType, ClipRecord, MediaPathError, Split, resolve_media
 from avlops.preprocessing.audio import (
     FLOOR_DBFS,
@@ -185,10 +185,14 @@ def _existing(root: Path, kind: str, rel: str, reasons: list[str]) -> Path | Non
     except MediaPathError as err:
         reasons.append(f"{kind}: {err}")
         return None
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         reasons.append(f"{kind}: {rel}: file not found")
         return None
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         reasons.append(f"{kind}: {rel}: file is empty (zero-length)")
         return None
     return path
@@ -211,31 +215,40 @@ def preprocess_clip(
 
     video: VideoTensor | None = None
     vinfo: VideoInfo | None = None
-    if (vpath := paths.get("video")) is not None:
-        try:
-            video, vinfo = load_video(vpath, cfg, train, rng, still=record.is_still_image)
-        except MediaError as err:
-            reasons.append(f"video: {err}")
-
     audio: AudioTensor | None = None
     ainfo: AudioInfo | None = None
-    if (apath := paths.get("audio")) is not None:
-        try:
-            audio, ainfo = load_audio(apath, cfg, train, rng)
-        except MediaError as err:
-            reasons.append(f"audio: {err}")
-    elif vpath is not None and vinfo is not None and not record.is_still_image:
-        try:
-            audio, ainfo = load_audio(vpath, cfg, train, rng)
-        except NoAudioError as err:
-            if claims_sound:
-                reasons.append(f"audio_type is {record.audio_type.value!r} but {err} and no audio file is given")
-            else:
-                notes.append(f"no sound: {err}")
-        except MediaError as err:
-            reasons.append(f"audio track: {err}")
-    elif vinfo is not None and claims_sound:
-        reasons.append(f"audio_type is {record.audio_type.value!r} but the still image has no sound and no audio file")
+    vpath, apath = paths.get("video"), paths.get("audio")
+    with ExitStack() as media:
+        # the video's own sound track comes from the same open container, on the same demuxing pass
+        sound = SoundTrack() if vpath is not None and apath is None and not record.is_still_image else None
+        if vpath is not None:
+            try:
+                container = media.enter_context(open_media(vpath, "video"))
+                video, vinfo = load_video(
+                    vpath, cfg, train, rng, still=record.is_still_image, container=container, sound=sound
+                )
+            except MediaError as err:
+                reasons.append(f"video: {err}")
+
+        if apath is not None:
+            try:
+                audio, ainfo = load_audio(apath, cfg, train, rng)
+            except MediaError as err:
+                reasons.append(f"audio: {err}")
+        elif vpath is not None and vinfo is not None and not record.is_still_image:
+            try:
+                audio, ainfo = load_audio(vpath, cfg, train, rng, sound=sound)
+            except NoAudioError as err:
+                if claims_sound:
+                    reasons.append(f"audio_type is {record.audio_type.value!r} but {err} and no audio file is given")
+                else:
+                    notes.append(f"no sound: {err}")
+            except MediaError as err:
+                reasons.append(f"audio track: {err}")
+        elif vinfo is not None and claims_sound:
+            reasons.append(
+                f"audio_type is {record.audio_type.value!r} but the still image has no sound and no audio file"
+            )
     if reasons:
         raise ClipError(reasons)
     video = video if video is not None else empty_video(cfg, train)  # placeholders only when needed
@@ -363,11 +376,13 @@ class _Outcome:
 
 
 def _media_state(root: Path, rel: str | None) -> str:
+    """Size and mtime of a media file, for the resume fingerprint. Only stat: nothing is opened here (the record's
+    path passed the contract's relative-path check; the worker resolves it against the root before opening it)."""
     if rel is None:
         return "-"
     try:
-        st = resolve_media(root, rel).stat()
-    except (MediaPathError, OSError):
+        st = os.stat(root / rel)
+    except OSError:
         return f"{rel}:unavailable"
     return f"{rel}:{st.st_size}:{st.st_mtime_ns}"
 
@@ -499,7 +514,7 @@ def _do_shard(
     return _write_shard(out, plan, outcomes, cfg)
 
 
-_ticks: Any = None  # a worker's progress queue (set by _init_worker)
+_ticks: Any = None  # a worker's view of the shared count of clips done (set by _init_worker)
 
 
 def _init_worker(ticks: Any) -> None:
@@ -508,8 +523,13 @@ def _init_worker(ticks: Any) -> None:
     _ticks = ticks
 
 
+def _tick() -> None:
+    with _ticks.get_lock():  # a shared counter: no queue feeder thread waking up beside the worker for every clip
+        _ticks.value += 1
+
+
 def _shard_task(out: Path, plan: _ShardPlan, root: Path, cfg: PreprocessConfig) -> dict[str, Any]:
-    return _do_shard(out, plan, root, cfg, lambda: _ticks.put(1))
+    return _do_shard(out, plan, root, cfg, _tick)
 
 
 @contextmanager
@@ -553,14 +573,14 @@ def _run_shards(
         return
     # fork: workers inherit the imported modules and the loaded tokenizer instead of importing them again (~10 s)
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    ticks = ctx.Queue()
+    ticks = ctx.Value("q", 0)  # clips done by all workers, for the progress bar
+    shown = 0
 
     def drain() -> None:
-        n = 0
-        with suppress(queue.Empty):
-            while True:
-                n += ticks.get_nowait()
-        bar.update(n)
+        nonlocal shown
+        n = ticks.value
+        bar.update(n - shown)
+        shown = n
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(ticks,))
     try:
@@ -574,7 +594,6 @@ def _run_shards(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         drain()
-        ticks.close()
 
 
 def _clean(out: Path, plans: Sequence[_ShardPlan], todo: Sequence[_ShardPlan]) -> None:

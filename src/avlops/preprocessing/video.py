@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.audio.stream import AudioStream
 from av.video.reformatter import VideoReformatter
 
-from avlops.data.media import MediaError, decode_reason
+from avlops.data.media import DECODE_ERRORS, MediaError, SoundTrack, decode_reason, open_media
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.sampling import draws, sampled_mask, segment_indices
 
@@ -38,8 +41,6 @@ __all__ = [
 
 #: A video that decodes fewer than this fraction of the frames its container declares is treated as truncated.
 TRUNCATION_TOLERANCE = 0.9
-
-_DECODE_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -126,54 +127,77 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 def _count_packets(path: Path) -> int:
-    with av.open(str(path)) as container:
+    with open_media(path, "video") as container:
         stream = container.streams.video[0]
         return sum(1 for p in container.demux(stream) if p.size > 0)
 
 
-def _decode_picked(container: av.container.InputContainer, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    """Decode every frame of the first video stream, converting only ``wanted`` ones; returns them and the count."""
+def _decode_picked(
+    container: av.container.InputContainer, wanted: set[int], sound: SoundTrack | None = None
+) -> tuple[dict[int, np.ndarray], int]:
+    """Decode every frame of the first video stream, converting only ``wanted`` ones; returns them and the count.
+
+    With ``sound``, the packets of the first audio stream (its end-of-stream packet included) are kept there from the
+    same pass, undecoded.
+    """
+    vstream = container.streams.video[0]
+    astream = container.streams.audio[0] if sound is not None and container.streams.audio else None
     picked: dict[int, np.ndarray] = {}
     n = 0
-    for frame in container.decode(container.streams.video[0]):
-        if n in wanted:
-            picked[n] = _rgb(frame)
-        n += 1
+    for packet in container.demux(*(s for s in (vstream, astream) if s is not None)):
+        if sound is not None and packet.stream.index != vstream.index:  # (a flush packet's stream_index is 0)
+            sound.packets.append(cast("av.Packet[AudioStream]", packet))
+            continue
+        for frame in vstream.decode(packet):
+            if n in wanted:
+                picked[n] = _rgb(frame)
+            n += 1
+    if sound is not None:
+        sound.demuxed = True
     return picked, n
 
 
 def _decode_picked_path(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    with av.open(str(path)) as container:
+    with open_media(path, "video") as container:
         return _decode_picked(container, wanted)
 
 
 def decode_frames(
-    path: Path, n_samples: int, u: np.ndarray | None, *, still: bool = False
+    path: Path,
+    n_samples: int,
+    u: np.ndarray | None,
+    *,
+    still: bool = False,
+    container: av.container.InputContainer | None = None,
+    sound: SoundTrack | None = None,
 ) -> tuple[np.ndarray, list[bool], VideoInfo]:
     """Decode ``path`` and return the sampled RGB frames ``[n_samples, H, W, 3]``, their mask and the source facts.
 
-    ``u`` are the training draws (None: middle frames). Raises :class:`MediaError` for a file that cannot be opened
-    or decoded, has no video stream, yields no frame, or yields far fewer frames than it declares (truncated).
+    ``u`` are the training draws (None: middle frames). ``container``: ``path`` already opened with
+    :func:`~avlops.data.media.open_media` and not yet read; with it, ``sound`` (a new :class:`SoundTrack`) receives
+    the first audio stream's packets from the same demuxing pass, for :func:`~avlops.preprocessing.audio.decode_audio`.
+    Raises :class:`MediaError` for a file that cannot be opened or decoded, has no video stream, yields no frame,
+    or yields far fewer frames than it declares (truncated).
     """
     try:
         picked: dict[int, np.ndarray] = {}
         count = 0
-        with av.open(str(path)) as container:
-            if not container.streams.video:
+        with nullcontext(container) if container is not None else open_media(path, "video") as source:
+            if not source.streams.video:
                 raise MediaError(f"{path.name}: no video stream")
-            stream = container.streams.video[0]
+            stream = source.streams.video[0]
             declared = 1 if still else int(stream.frames or 0)
             fps = None if still or not stream.average_rate else float(stream.average_rate)
             width, height = stream.codec_context.width, stream.codec_context.height
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
-            elif container.duration:
-                duration = container.duration / av.time_base
+            elif source.duration:
+                duration = source.duration / av.time_base
             else:
                 duration = 0.0
             if declared > 0:  # the usual case: pick on the declared count and decode in one pass
                 idx = segment_indices(declared, n_samples, u)
-                picked, count = _decode_picked(container, set(idx))
+                picked, count = _decode_picked(source, set(idx), sound if container is not None else None)
         if declared <= 0:  # no frame count in the container (e.g. mkv/webm): count packets first, no decoding
             declared = _count_packets(path)
             if declared <= 0:
@@ -191,7 +215,7 @@ def decode_frames(
         frames = np.stack([picked[i] for i in idx])  # [n_samples, H, W, 3] uint8; raises if sizes differ
     except MediaError:
         raise
-    except (*_DECODE_ERRORS, KeyError) as err:
+    except (*DECODE_ERRORS, KeyError) as err:
         raise MediaError(f"{path.name}: cannot decode video: {decode_reason(err)}") from None
     if still:
         duration = 0.0
@@ -202,9 +226,17 @@ def decode_frames(
 
 
 def load_video(
-    path: Path, cfg: PreprocessConfig, train: bool, rng: np.random.Generator | None, *, still: bool = False
+    path: Path,
+    cfg: PreprocessConfig,
+    train: bool,
+    rng: np.random.Generator | None,
+    *,
+    still: bool = False,
+    container: av.container.InputContainer | None = None,
+    sound: SoundTrack | None = None,
 ) -> tuple[VideoTensor, VideoInfo]:
-    """Decode, sample and normalise one video file (or still image with ``still=True``)."""
+    """Decode, sample and normalise one video file (or still image with ``still=True``); ``container`` and ``sound``
+    as for :func:`decode_frames`."""
     n = cfg.n_frames(train)
-    frames, mask, info = decode_frames(path, n, draws(n, train, rng), still=still)
+    frames, mask, info = decode_frames(path, n, draws(n, train, rng), still=still, container=container, sound=sound)
     return VideoTensor(pixels=frames_to_tensor(frames, cfg), mask=torch.tensor(mask)), info
