@@ -16,7 +16,15 @@ from typing import Any
 
 import avlops
 
-__all__ = ["cpu_model", "effective_cores", "machine", "machine_table", "wait_for_quiet"]
+__all__ = [
+    "cpu_model",
+    "effective_cores",
+    "idle_share",
+    "machine",
+    "machine_table",
+    "wait_for_idle",
+    "wait_for_quiet",
+]
 
 
 def cpu_model() -> str:

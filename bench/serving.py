@@ -633,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds per point (the best counts)")
     ap.add_argument("--no-variants", action="store_true", help="skip the batching variants")
     ap.add_argument(
-        "--min-idle", type=float, default=0.85, help="before each run, wait (up to 3 min) for this idle share"
+        "--min-idle", type=float, default=0.85, help="before each round, wait (up to 2 min) for this idle share"
     )
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--markdown-only", action="store_true", help="render serving.md again from serving.json")

@@ -67,7 +67,7 @@ def probe(path: Path, *, decode: bool = True) -> MediaInfo:
             return info
     except MediaError:
         raise
-    except (av.FFmpegError, OSError, ValueError, StopIteration) as err:
+    except (*DECODE_ERRORS, StopIteration) as err:
         raise MediaError(f"{path}: cannot decode: {decode_reason(err)}") from None
 
 
