@@ -60,10 +60,10 @@ from avlops.config import load_section, load_yaml
 from avlops.data.params import SynthConfig
 from avlops.data.synth import captions_for, sample_specs
 from avlops.evaluation.blessing import Verdict, write_verdict
+from avlops.fileio import sha256_file
 from avlops.losses import Similarity
 from avlops.models.vla import VLAConfig, VLAModel
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.shards import sha256_file
 from avlops.preprocessing.text import tokenize
 from avlops.registry.params import RegisterConfig
 from avlops.registry.register import register_model

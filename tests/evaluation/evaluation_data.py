@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from avlops.config import load_yaml
+from avlops.fileio import write_json_atomic
 from avlops.losses import ObjectiveConfig
 from avlops.models.vla import VLAConfig, VLAModel
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.shards import write_json_atomic
 from avlops.training.checkpoint import save_checkpoint
 from avlops.training.params import ResolvedTrain, TrainConfig, plain
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from avlops.preprocessing.shards import load_shard, shard_bytes, write_bytes_atomic, write_shard
+from avlops.fileio import write_bytes_atomic
+from avlops.preprocessing.shards import load_shard, shard_bytes, write_shard
 
 
 def clip(n_frames: int, n_captions: int, seed: int) -> dict[str, torch.Tensor]:

@@ -13,9 +13,9 @@ from typing import Any
 from avlops.data.params import SynthConfig
 from avlops.data.synth import generate_corpus
 from avlops.evaluation.blessing import Verdict, write_verdict
+from avlops.fileio import sha256_file
 from avlops.preprocessing.params import PreprocessConfig, SamplingMode
 from avlops.preprocessing.pipeline import preprocess_manifest
-from avlops.preprocessing.shards import sha256_file
 from avlops.serving.bundle import load_model
 from avlops.serving.catalogue import build_catalogue
 from avlops.training.loop import train

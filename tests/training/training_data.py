@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from avlops.fileio import sha256_file, write_json_atomic
 from avlops.models.vla import EOT_TOKEN_ID, SOT_TOKEN_ID
-from avlops.preprocessing.shards import sha256_file, write_json_atomic, write_shard
+from avlops.preprocessing.shards import write_shard
 
 AUDIO_TYPES = ("verbal", "nonverbal", "mixed")
 

@@ -139,7 +139,7 @@ def _run_data(checkpoint: Path) -> Path:
 
 
 def _build(checkpoint: Path, data: Path, out: Path, splits: list[str] | None) -> Path:
-    from avlops.preprocessing.shards import sha256_file
+    from avlops.fileio import sha256_file
     from avlops.serving.bundle import WEIGHTS_NAME, load_model
     from avlops.serving.catalogue import build_catalogue
 

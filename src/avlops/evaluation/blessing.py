@@ -23,7 +23,6 @@ purpose (json only).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Literal
 from avlops.evaluation.names import higher_is_better
 from avlops.evaluation.params import BlessingConfig
 from avlops.evaluation.results import METRICS_NAME
+from avlops.fileio import read_json_object, write_json_atomic
 
 __all__ = ["BLESSING_NAME", "Check", "Verdict", "bless", "read_verdict", "write_verdict"]
 
@@ -173,8 +173,6 @@ def bless(
 
 def write_verdict(out_dir: Path, verdict: Verdict) -> Path:
     """Write ``out_dir/blessing.json`` (atomically) and return its path."""
-    from avlops.preprocessing.shards import write_json_atomic
-
     path = out_dir / BLESSING_NAME
     write_json_atomic(path, verdict.to_json_dict())
     return path
@@ -185,14 +183,7 @@ def read_verdict(path: str | Path) -> Verdict:
     p = Path(path)
     if p.is_dir():
         p = p / BLESSING_NAME
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: blessing verdict not found (run `avlops evaluate` first)")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{p}: unreadable blessing verdict: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a JSON object")
+    data = read_json_object(p, what="blessing verdict", hint=" (run `avlops evaluate` first)")
     try:
         return Verdict.from_json_dict(data)
     except (TypeError, ValueError, AttributeError) as err:

@@ -9,7 +9,6 @@ state (``state.pt``) is not needed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import load_model as load_weights
 
 from avlops.config import ConfigError
+from avlops.fileio import read_json_object
 from avlops.losses import ObjectiveConfig
 from avlops.models.vla import VLAConfig, VLAModel
 from avlops.training.checkpoint import (
@@ -70,13 +70,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (an incomplete checkpoint?)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable: {err}") from err
+def _read_json(path: Path) -> dict[str, Any]:
+    return read_json_object(path, what="checkpoint file", error=CheckpointError, hint=" (an incomplete checkpoint?)")
 
 
 def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:

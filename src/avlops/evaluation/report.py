@@ -32,7 +32,7 @@ from avlops.evaluation.names import (
 )
 from avlops.evaluation.results import EvaluationResult
 from avlops.evaluation.run import TOP_K, Evaluation, RetrievalOutcome
-from avlops.preprocessing.shards import write_bytes_atomic
+from avlops.fileio import write_bytes_atomic
 
 __all__ = ["REPORT_HTML", "REPORT_MD", "write_report"]
 

@@ -17,13 +17,13 @@ Light on purpose (json only): the gate and the registration code read it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avlops.evaluation.names import is_metric
+from avlops.fileio import read_json_object, write_json_atomic
 
 __all__ = ["FORMAT", "METRICS_NAME", "EvaluationResult", "MetricsFileError", "read_metrics", "write_metrics"]
 
@@ -72,8 +72,6 @@ class EvaluationResult:
 
 def write_metrics(out_dir: Path, result: EvaluationResult) -> Path:
     """Write ``out_dir/metrics.json`` (atomically) and return its path."""
-    from avlops.preprocessing.shards import write_json_atomic
-
     if any(not math.isfinite(v) for v in result.metrics.values()):
         raise ValueError("metrics must be finite numbers")
     path = out_dir / METRICS_NAME
@@ -86,12 +84,5 @@ def read_metrics(path: str | Path) -> EvaluationResult:
     p = Path(path)
     if p.is_dir():
         p = p / METRICS_NAME
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: metrics file not found")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise MetricsFileError(f"{p}: unreadable metrics file: {err}") from err
-    if not isinstance(data, dict):
-        raise MetricsFileError(f"{p}: expected a JSON object")
+    data = read_json_object(p, what="metrics file", error=MetricsFileError)
     return EvaluationResult.from_json_dict(data, str(p))

@@ -32,7 +32,7 @@ from avlops.evaluation.params import EvaluateConfig
 from avlops.evaluation.results import EvaluationResult, read_metrics, write_metrics
 from avlops.evaluation.retrieval import Ranks, rank_retrieval, recall_metrics, top_k
 from avlops.evaluation.scoring import GROUPS, Encoded, dsl_scale, encode, retrieval_task
-from avlops.preprocessing.shards import write_bytes_atomic, write_json_atomic
+from avlops.fileio import write_bytes_atomic, write_json_atomic
 from avlops.task import generate_captions
 from avlops.training.data import DataError
 

@@ -28,7 +28,6 @@ get here: :func:`~avlops.data.manifest.read_manifest` quarantines them, as this 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -51,6 +50,7 @@ from tqdm import tqdm
 from avlops.data.manifest import LocatedRecord, Problem, read_manifest, write_quarantine
 from avlops.data.media import MediaError, SoundTrack, open_media
 from avlops.data.schema import AudioType, ClipRecord, MediaPathError, Split, resolve_media
+from avlops.fileio import exclusive_lock, sha256_file, write_bytes_atomic, write_json_atomic
 from avlops.preprocessing.audio import (
     FLOOR_DBFS,
     AudioInfo,
@@ -62,16 +62,7 @@ from avlops.preprocessing.audio import (
 )
 from avlops.preprocessing.params import PreprocessConfig, SamplingMode
 from avlops.preprocessing.sampling import clip_rng
-from avlops.preprocessing.shards import (
-    FORMAT_VERSION,
-    INDEX_NAME,
-    read_record,
-    sha256_file,
-    write_bytes_atomic,
-    write_json_atomic,
-    write_parquet_atomic,
-    write_shard,
-)
+from avlops.preprocessing.shards import FORMAT_VERSION, INDEX_NAME, read_record, write_parquet_atomic, write_shard
 from avlops.preprocessing.text import TextTensor, get_tokenizer, tokenize
 from avlops.preprocessing.video import VideoInfo, VideoTensor, empty_video, load_video, video_from_frames
 
@@ -626,11 +617,8 @@ def preprocess_manifest(manifest: Path, out: Path, cfg: PreprocessConfig, progre
     config_hash = cfg.content_hash()
     plans = _plan(entries, root, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / ".lock").open("w") as lock, _torch_single_threaded():
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{out}: another preprocess run is writing here") from None
+    busy = f"{out}: another preprocess run is writing here"
+    with exclusive_lock(out, lambda: RuntimeError(busy)), _torch_single_threaded():
         records = {p.name: _valid_record(out, p, config_hash) for p in plans}
         todo = [p for p in plans if records[p.name] is None]
         _clean(out, plans, todo)

@@ -1,4 +1,4 @@
-"""The preprocessed dataset on disk: safetensors shards, per-shard records, ``index.json``, atomic writes.
+"""The preprocessed dataset on disk: safetensors shards, per-shard records, ``index.json``.
 
 Layout of an output folder::
 
@@ -29,8 +29,8 @@ safetensors holds raw tensors and a JSON header, so reading a shard never unpick
 part by part by :func:`write_shard` (the format is simple: a length, a JSON header, the raw bytes), so a shard is never
 held in memory twice; they are read with the ``safetensors`` library, which validates the layout.
 
-Every file is written to a hidden temporary name in the same folder, fsynced, then renamed over the target, so a
-reader (or a resumed run) sees either the old file or the complete new one, never half a shard.
+Every file is written atomically (:mod:`avlops.fileio`): a reader, or a resumed run, sees either the old file or the
+complete new one, never half a shard.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +48,8 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 
+from avlops.fileio import write_atomic
+
 __all__ = [
     "FORMAT_VERSION",
     "INDEX_NAME",
@@ -58,10 +58,7 @@ __all__ = [
     "load_shard",
     "read_index",
     "read_record",
-    "sha256_file",
     "shard_bytes",
-    "write_bytes_atomic",
-    "write_json_atomic",
     "write_parquet_atomic",
     "write_shard",
 ]
@@ -74,57 +71,9 @@ _FLOAT_KEYS = ("video", "audio")
 _META_KEY = "avlops"
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening a folder; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync the result, and rename it over ``path``; a failure leaves no temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
-    _atomic(path, lambda tmp: tmp.write_bytes(data))
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=False) + "\n").encode())
-
-
 def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
-    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Write ``frame`` as parquet to ``path`` atomically (see :mod:`avlops.fileio`)."""
+    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))
 
 
 _SAFETENSORS_DTYPES = {
@@ -216,7 +165,7 @@ def write_shard(
         with tmp.open("wb") as fh:
             result.append(_serialize(fh, clip_ids, clips, meta, dtype))
 
-    _atomic(path, write)
+    write_atomic(path, write)
     return result[0]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from avlops.evaluation.checkpoint import resolve_checkpoint
 from avlops.features.params import FeaturesConfig
-from avlops.preprocessing.shards import sha256_file
+from avlops.fileio import sha256_file
 from avlops.registry.params import RegisterConfig
 from avlops.registry.register import check_blessing, register_model
 from avlops.registry.store import Registry

@@ -22,9 +22,10 @@ from typing import Any
 from avlops.config import ConfigError
 from avlops.evaluation.blessing import Verdict, read_verdict
 from avlops.evaluation.checkpoint import load_for_evaluation, resolve_checkpoint
+from avlops.fileio import read_json_object, sha256_file
 from avlops.models.vla import VLAModel
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.shards import read_index, sha256_file
+from avlops.preprocessing.shards import read_index
 from avlops.registry.card import code_revision, data_version
 from avlops.registry.params import RegisterConfig
 from avlops.registry.store import CHAMPION, Registry, RegistryError, check_alias
@@ -127,13 +128,6 @@ def relabel_config(repo_name: str, model: str, text: str, alias: str) -> str:
     return to_pbtxt(cfg)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as err:
-        raise FileNotFoundError(f"{path}: missing or unreadable: {err}") from err
-
-
 def _preprocess_config(data_dir: Path | None, fallback: PreprocessConfig | None) -> PreprocessConfig:
     """The preprocessing the model was trained with: the data's ``index.json`` config, else ``fallback``."""
     if data_dir is not None:
@@ -172,7 +166,9 @@ def check_blessing(eval_dir: Path, checkpoint: Path) -> tuple[Verdict, dict[str,
     if not _names(verdict, checkpoint):
         raise RegistrationRefused([f"the verdict in {eval_dir} is about {verdict.checkpoint}, not {checkpoint}"])
     metrics_path = eval_dir / verdict.metrics_file
-    metrics = _read_json(metrics_path) if metrics_path.is_file() else {}
+    metrics = (
+        read_json_object(metrics_path, what="metrics file", error=FileNotFoundError) if metrics_path.is_file() else {}
+    )
     return verdict, metrics
 
 
@@ -212,7 +208,10 @@ def register_model(
     alias = check_alias(alias or cfg.alias)
     verdict, metrics = check_blessing(Path(eval_dir), checkpoint)
     run_dir = checkpoint.parent.parent
-    run_config = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    config_path = run_dir / "config.json"
+    run_config: dict[str, Any] = {}
+    if config_path.is_file():
+        run_config = read_json_object(config_path, what="run config", error=FileNotFoundError)
     if data_dir is None and run_config.get("data"):
         data_dir = Path(run_config["data"])
     pre = _preprocess_config(data_dir, preprocess)

@@ -23,7 +23,6 @@ A crash leaves at most version folders without a card; the next registration rem
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from avlops.preprocessing.shards import write_bytes_atomic, write_json_atomic
+from avlops.fileio import exclusive_lock, write_bytes_atomic, write_json_atomic
 
 __all__ = ["ALIAS_PATTERN", "CHAMPION", "Registry", "RegistryError"]
 
@@ -128,16 +127,10 @@ class Registry:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive hold on the registry (one writer at a time); raises at once if another process holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RegistryError(f"{self.root}: another registration or promotion is running") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with exclusive_lock(
+            self.root, lambda: RegistryError(f"{self.root}: another registration or promotion is running")
+        ):
+            yield
 
     def next_version(self) -> int:
         """The next version number, past every version folder on disk (even a crash's leftovers)."""

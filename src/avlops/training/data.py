@@ -28,8 +28,9 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from avlops.fileio import sha256_file
 from avlops.models.vla import AUDIO_TYPE_WEIGHTS, EOT_TOKEN_ID, VLAConfig
-from avlops.preprocessing.shards import read_index, read_record, sha256_file
+from avlops.preprocessing.shards import read_index, read_record
 from avlops.task import Batch
 
 __all__ = [

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import logging
 import math
 import time
@@ -31,10 +30,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint as checkpoint_fn
 from tqdm import tqdm
 
+from avlops.fileio import exclusive_lock, write_json_atomic
 from avlops.losses import ObjectiveConfig
 from avlops.models.pretrained import load_clip_state_dict, read_state_dict
 from avlops.models.vla import ResidualAttentionBlock, VLAModel
-from avlops.preprocessing.shards import write_json_atomic
 from avlops.task import Batch, Gather, LossOutput, compute_losses
 from avlops.training import distributed
 from avlops.training.checkpoint import (
@@ -270,19 +269,12 @@ class _Clock:
 
 @contextlib.contextmanager
 def _run_lock(out_dir: Path, held: bool) -> Iterator[None]:
-    """Hold ``out_dir/.lock`` (flock) for the run, so two runs never write one folder's checkpoints."""
+    """Hold ``out_dir/.lock`` for the run (the main process only), so two runs never write one folder's checkpoints."""
     if not held:
         yield
         return
-    with (out_dir / ".lock").open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TrainError(f"{out_dir}: another training run is writing here") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive_lock(out_dir, lambda: TrainError(f"{out_dir}: another training run is writing here")):
+        yield
 
 
 def train(
