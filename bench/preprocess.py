@@ -54,7 +54,7 @@ from avlops.data.params import SynthConfig
 from avlops.data.synth import generate_corpus
 from avlops.preprocessing.audio import decode_audio, waveform_to_fbank
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.pipeline import preprocess_manifest
+from avlops.preprocessing.run import preprocess_manifest
 from avlops.preprocessing.text import get_tokenizer, tokenize
 from avlops.preprocessing.video import decode_frames
 

@@ -40,7 +40,7 @@ from avlops.config import load_section, override
 from avlops.data.params import SynthConfig
 from avlops.data.synth import generate_corpus
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.pipeline import preprocess_manifest
+from avlops.preprocessing.run import preprocess_manifest
 from avlops.training.data import GlobalBatchSampler, ShardDataset, collate, to_batch
 from avlops.training.distributed import DistEnv
 from avlops.training.loop import Trainer, train

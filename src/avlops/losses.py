@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avlops.models.vla import SOT_TOKEN_ID, CaptionStyle, config_from_dict, text_token_mask
+from avlops.dataclass_config import config_from_dict
+from avlops.models.vla import SOT_TOKEN_ID, CaptionStyle, text_token_mask
 
 __all__ = [
     "IGNORE_INDEX",

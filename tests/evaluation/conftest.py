@@ -15,7 +15,7 @@ from evaluation_data import REPO, TINY_PREPROCESS
 from avlops.config import load_yaml
 from avlops.data.params import SynthConfig
 from avlops.data.synth import generate_corpus
-from avlops.preprocessing.pipeline import preprocess_manifest
+from avlops.preprocessing.run import preprocess_manifest
 from avlops.training.loop import train
 from avlops.training.params import TrainConfig
 

@@ -17,7 +17,7 @@ from avlops.cli import main
 from avlops.evaluation.blessing import read_verdict
 from avlops.evaluation.names import CAPTION_METRICS, RETRIEVAL_METRICS, Modality, caption_key, retrieval_key
 from avlops.evaluation.results import read_metrics
-from avlops.preprocessing.pipeline import preprocess_manifest
+from avlops.preprocessing.run import preprocess_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -17,17 +17,12 @@ import torch
 from preprocessing_media import record, write_image, write_manifest, write_video, write_wav, write_zero_length
 
 from avlops.data.schema import ClipRecord
-from avlops.preprocessing import pipeline
+from avlops.data.stats import STATS_FILE_COLUMNS
+from avlops.preprocessing import run
 from avlops.preprocessing.audio import decode_audio
+from avlops.preprocessing.clip import ClipError, preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.pipeline import (
-    RESUME_DIR,
-    STATS_COLUMNS,
-    ClipError,
-    preprocess_arrays,
-    preprocess_clip,
-    preprocess_manifest,
-)
+from avlops.preprocessing.run import RESUME_DIR, preprocess_manifest
 from avlops.preprocessing.sampling import clip_rng
 from avlops.preprocessing.shards import load_shard, read_index
 
@@ -184,7 +179,7 @@ def test_bad_clips_are_quarantined_with_reasons_and_good_ones_kept(reference: di
 def test_stats_table_and_shards_agree(reference: dict[str, Any], cfg: PreprocessConfig) -> None:
     out: Path = reference["out"]
     stats = pd.read_parquet(out / "stats.parquet").set_index("clip_id")
-    assert list(stats.reset_index().columns) == list(STATS_COLUMNS)
+    assert list(stats.reset_index().columns) == list(STATS_FILE_COLUMNS)
     assert set(stats.index) == GOOD
     t2, t4, t5, v2 = stats.loc["t2"], stats.loc["t4"], stats.loc["t5"], stats.loc["v2"]
     assert (t2.frame_count, t2.fps, t2.sample_rate, t2.channels, t2.width) == (12, 8.0, 44100, 2, 32)
@@ -247,14 +242,14 @@ def test_output_is_identical_for_any_worker_count(
 def test_resume_after_a_worker_crash_gives_the_uninterrupted_output(
     reference: dict[str, Any], corpus: Path, cfg: PreprocessConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = pipeline.preprocess_clip
+    real = run.preprocess_clip
 
     def crash_on_t5(rec: ClipRecord, *args: Any) -> Any:
         if rec.clip_id == "t5":  # 12th record, in the fourth train shard
             raise RuntimeError("worker died")
         return real(rec, *args)
 
-    monkeypatch.setattr(pipeline, "preprocess_clip", crash_on_t5)  # forked workers inherit the patch
+    monkeypatch.setattr(run, "preprocess_clip", crash_on_t5)  # forked workers inherit the patch
     out = tmp_path / "out"
     two = cfg.model_copy(update={"workers": 2})
     with pytest.raises(RuntimeError, match="worker died"):
@@ -264,7 +259,7 @@ def test_resume_after_a_worker_crash_gives_the_uninterrupted_output(
     assert "train-00003" not in finished
     assert {"train-00000", "train-00001"} <= finished  # started before train-00003, so they ran to the end
 
-    monkeypatch.setattr(pipeline, "preprocess_clip", real)
+    monkeypatch.setattr(run, "preprocess_clip", real)
     summary = preprocess_manifest(corpus, out, two, progress=False)
     assert (summary.shards_skipped, summary.shards_written) == (len(finished), 8 - len(finished))
     assert summary.clips_done + summary.clips_skipped == 11

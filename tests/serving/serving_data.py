@@ -15,7 +15,7 @@ from avlops.data.synth import generate_corpus
 from avlops.evaluation.blessing import Verdict, write_verdict
 from avlops.fileio import sha256_file
 from avlops.preprocessing.params import PreprocessConfig, SamplingMode
-from avlops.preprocessing.pipeline import preprocess_manifest
+from avlops.preprocessing.run import preprocess_manifest
 from avlops.serving.bundle import load_model
 from avlops.serving.catalogue import build_catalogue
 from avlops.training.loop import train

@@ -16,8 +16,8 @@ from serving_data import Deployment
 from avlops.data.schema import ClipRecord
 from avlops.losses import ModalityGroup, Similarity
 from avlops.models.vla import TextFeatures, VLAOutput, audio_type_weight, fuse_audiovisual
+from avlops.preprocessing.clip import preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.pipeline import preprocess_arrays, preprocess_clip
 from avlops.preprocessing.text import tokenize
 from avlops.serving.bundle import load_model
 from avlops.serving.catalogue import Catalogue, CatalogueSearch

@@ -26,8 +26,8 @@ from avlops.cli import main
 from avlops.data.schema import ClipRecord
 from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
 from avlops.losses import masked_mean
+from avlops.preprocessing.clip import preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.pipeline import preprocess_arrays, preprocess_clip
 from avlops.preprocessing.text import tokenize
 from avlops.registry.params import RegisterConfig
 from avlops.registry.register import register_model

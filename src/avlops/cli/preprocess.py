@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
-    from avlops.preprocessing.pipeline import preprocess_manifest  # torch, av: imported only when the command runs
+    from avlops.preprocessing.run import preprocess_manifest  # torch, av: imported only when the command runs
 
     cfg = override(
         load_section(args.params, "preprocess", PreprocessConfig),

@@ -30,8 +30,7 @@ from avlops.evaluation.names import (
     higher_is_better,
     retrieval_key,
 )
-from avlops.evaluation.results import EvaluationResult
-from avlops.evaluation.run import TOP_K, Evaluation, RetrievalOutcome
+from avlops.evaluation.results import TOP_K, Evaluation, EvaluationResult, RetrievalOutcome
 from avlops.fileio import write_bytes_atomic
 
 __all__ = ["REPORT_HTML", "REPORT_MD", "write_report"]

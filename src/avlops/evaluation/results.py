@@ -12,7 +12,9 @@ Layout::
       "notes": ["..."], "settings": {... the evaluate config ...}, "seconds": 12.3
     }
 
-Light on purpose (json only): the gate and the registration code read it.
+Also the in-memory result of a run (:class:`Evaluation`, :class:`RetrievalOutcome`) that ``run`` produces and
+``report`` renders, so neither imports the other. Light on purpose (json only; torch types only for annotations):
+the gate and the registration code read it.
 """
 
 from __future__ import annotations
@@ -20,16 +22,32 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from avlops.evaluation.names import is_metric
+from avlops.evaluation.names import Modality, is_metric
 from avlops.fileio import read_json_object, write_json_atomic
 
-__all__ = ["FORMAT", "METRICS_NAME", "EvaluationResult", "MetricsFileError", "read_metrics", "write_metrics"]
+if TYPE_CHECKING:  # torch: only for the annotations of what a run measured
+    from avlops.evaluation.dataset import EvalSet
+    from avlops.evaluation.retrieval import Ranks
+
+__all__ = [
+    "FORMAT",
+    "METRICS_NAME",
+    "TOP_K",
+    "Evaluation",
+    "EvaluationResult",
+    "MetricsFileError",
+    "RetrievalExample",
+    "RetrievalOutcome",
+    "read_metrics",
+    "write_metrics",
+]
 
 FORMAT = "avlops.evaluate"
 FORMAT_VERSION = 1
 METRICS_NAME = "metrics.json"
+TOP_K = 5  # results shown per example query
 
 
 class MetricsFileError(ValueError):
@@ -68,6 +86,33 @@ class EvaluationResult:
             raise MetricsFileError(f"{where}: unknown metric name(s) {', '.join(unknown[:5])}")
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**{**fields, "metrics": {k: float(v) for k, v in metrics.items()}})
+
+
+@dataclass(frozen=True)
+class RetrievalExample:
+    caption: int  # caption index (the query)
+    clip: int  # its clip index
+    rank: int
+    top: list[int]  # clip indices of the best-scoring gallery items
+
+
+@dataclass(frozen=True)
+class RetrievalOutcome:
+    modality: Modality
+    ranks: Ranks
+    gallery: int
+    queries: int
+    examples: list[RetrievalExample]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` measured: the result written to ``metrics.json`` and the material of the report."""
+
+    result: EvaluationResult
+    data: EvalSet
+    retrieval: dict[Modality, RetrievalOutcome] = field(default_factory=dict)
+    captions: dict[Modality, dict[str, str]] = field(default_factory=dict)  # group -> clip id -> generated caption
 
 
 def write_metrics(out_dir: Path, result: EvaluationResult) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,8 +29,16 @@ from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
 from avlops.evaluation.dataset import EvalSet, MismatchError, load_eval_set
 from avlops.evaluation.names import Modality, backward, caption_key, forward, retrieval_key
 from avlops.evaluation.params import EvaluateConfig
-from avlops.evaluation.results import EvaluationResult, read_metrics, write_metrics
-from avlops.evaluation.retrieval import Ranks, rank_retrieval, recall_metrics, top_k
+from avlops.evaluation.results import (
+    TOP_K,
+    Evaluation,
+    EvaluationResult,
+    RetrievalExample,
+    RetrievalOutcome,
+    read_metrics,
+    write_metrics,
+)
+from avlops.evaluation.retrieval import rank_retrieval, recall_metrics, top_k
 from avlops.evaluation.scoring import GROUPS, Encoded, dsl_scale, encode, retrieval_task
 from avlops.fileio import write_bytes_atomic, write_json_atomic
 from avlops.task import generate_captions
@@ -39,11 +47,8 @@ from avlops.training.data import DataError
 __all__ = [
     "CAPTIONS_NAME",
     "EXAMPLES_NAME",
-    "Evaluation",
     "EvaluationRun",
     "NothingToEvaluateError",
-    "RetrievalExample",
-    "RetrievalOutcome",
     "evaluate",
     "plan",
     "run_evaluation",
@@ -53,38 +58,10 @@ log = logging.getLogger(__name__)
 
 CAPTIONS_NAME = "captions.jsonl"
 EXAMPLES_NAME = "examples.json"
-TOP_K = 5  # results shown per example query
 
 
 class NothingToEvaluateError(DataError):
     """The split supports none of the requested tasks (e.g. retrieval from audio on clips without sound)."""
-
-
-@dataclass(frozen=True)
-class RetrievalExample:
-    caption: int  # caption index (the query)
-    clip: int  # its clip index
-    rank: int
-    top: list[int]  # clip indices of the best-scoring gallery items
-
-
-@dataclass(frozen=True)
-class RetrievalOutcome:
-    modality: Modality
-    ranks: Ranks
-    gallery: int
-    queries: int
-    examples: list[RetrievalExample]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What :func:`evaluate` measured: the result written to ``metrics.json`` and the material of the report."""
-
-    result: EvaluationResult
-    data: EvalSet
-    retrieval: dict[Modality, RetrievalOutcome] = field(default_factory=dict)
-    captions: dict[Modality, dict[str, str]] = field(default_factory=dict)  # group -> clip id -> generated caption
 
 
 def plan(

@@ -30,7 +30,7 @@ from avlops.evaluation.params import EvaluateConfig
 from avlops.evaluation.results import read_metrics
 from avlops.evaluation.run import run_evaluation
 from avlops.experiments.params import ModalityExperimentConfig, Variant
-from avlops.preprocessing.pipeline import preprocess_manifest
+from avlops.preprocessing.run import preprocess_manifest
 from avlops.training.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from avlops.training.loop import train
 from avlops.training.params import TrainConfig, model_config_path, resolve

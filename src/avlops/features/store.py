@@ -25,6 +25,7 @@ from feast.types import Bool, FeastType, Float64, Int64, String
 
 from avlops.config import ConfigError
 from avlops.data.manifest import read_manifest
+from avlops.data.stats import ColumnKind
 from avlops.features.params import FeaturesConfig
 from avlops.features.tables import (
     EVENT_TIMESTAMP,
@@ -36,7 +37,6 @@ from avlops.features.tables import (
     to_utc,
     write_part,
 )
-from avlops.validation.frames import ColumnKind
 
 __all__ = [
     "METADATA_VIEW",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from avlops.data.schema import ClipRecord
-from avlops.validation.frames import STATS_COLUMNS, ColumnKind
+from avlops.data.stats import STATS_COLUMNS, ColumnKind
 
 __all__ = [
     "EVENT_TIMESTAMP",

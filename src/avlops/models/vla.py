@@ -7,8 +7,8 @@ concatenation), the caption decoder (causal self-attention + cross-attention to 
 
 Parameter names mirror OpenAI CLIP's (``visual.conv1.weight``, ``transformer.resblocks.N.attn.in_proj_weight``,
 ``ln_final``, ``text_projection``, …) so loading CLIP weights is a rename (``avlops.models.pretrained``).
-No loss, optimizer, I/O, logging or device moves live here: losses are in ``avlops.losses``, the wiring of model and
-losses in ``avlops.task``.
+No loss, optimizer, I/O, logging or device moves live here (the configs are parsed by ``avlops.dataclass_config``,
+standard library only): losses are in ``avlops.losses``, the wiring of model and losses in ``avlops.task``.
 
 Shapes: B batch, L text length, F frames, S audio slices, M mel bins, T fbank frames, C ``embed_dim``, W a tower's
 width, N tokens, V decoder vocabulary.
@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from avlops.dataclass_config import config_from_dict
 
 __all__ = [
     "AUDIO_TYPE_WEIGHTS",
@@ -50,7 +50,6 @@ __all__ = [
     "VisionConfig",
     "VisionEncoder",
     "audio_type_weight",
-    "config_from_dict",
     "fuse_audiovisual",
     "text_token_mask",
 ]
@@ -212,55 +211,6 @@ class VLAConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-C = TypeVar("C")
-
-
-def config_from_dict(cls: type[C], data: Any, where: str = "") -> C:
-    """Strictly build the frozen dataclass ``cls`` from plain data: nested dataclasses, enums (by value), tuples,
-    ``X | None``, bool/int/float/str. Unknown keys and wrong types raise ``ValueError`` naming the dotted key."""
-    name = where or cls.__name__
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{name}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
-    unknown = sorted(str(k) for k in data if k not in fields)
-    if unknown:
-        raise ValueError(f"{name}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(fields)}")
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
-    if dataclasses.is_dataclass(tp):
-        return config_from_dict(tp, value, key)  # type: ignore[arg-type]
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{key}: expected a list, got {type(value).__name__}")
-        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(value.value if isinstance(value, tp) else value)
-        except ValueError:
-            raise ValueError(f"{key}: {value!r} is not one of {[m.value for m in tp]}") from None
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, int | float) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(tp)
-    if ok is None:
-        raise TypeError(f"{key}: unsupported config type {tp!r}")
-    if not ok:
-        raise ValueError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-    return float(value) if tp is float else value
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Layout of an output folder::
 
     index.json          written last: the shard list, totals and config hash (absent = incomplete output)
-    stats.parquet       one row per preprocessed clip (see ``STATS_COLUMNS`` in the pipeline)
+    stats.parquet       one row per preprocessed clip (``avlops.data.stats.ClipStats``)
     quarantine.jsonl    clips that were not preprocessed, with every reason
     {split}-{k:05d}.safetensors   stacked tensors of up to ``shard_size`` clips of one split
     {split}-{k:05d}.json          the shard's record: config hash, input fingerprint, sha256, clip ids, stats

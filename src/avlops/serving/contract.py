@@ -360,7 +360,7 @@ def repository_models(sizes: Sizes, batching: Batching | None = None) -> tuple[M
         Runtime.PYTHON,
         (t.MEDIA, t.AUDIO_TYPE),
         clip_inputs,
-        "an encoded clip -> frames and fbank slices (avlops.preprocessing.pipeline.preprocess_clip)",
+        "an encoded clip -> frames and fbank slices (avlops.preprocessing.clip.preprocess_clip)",
         handler="media_preprocess",
         instances=bt.preprocess_instances,
     )
@@ -369,7 +369,7 @@ def repository_models(sizes: Sizes, batching: Batching | None = None) -> tuple[M
         Runtime.PYTHON,
         (t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE, t.AUDIO_TYPE),
         clip_inputs,
-        "decoded RGB frames + waveform -> frames and fbank slices (avlops.preprocessing.pipeline.preprocess_arrays)",
+        "decoded RGB frames + waveform -> frames and fbank slices (avlops.preprocessing.clip.preprocess_arrays)",
         handler="array_preprocess",
         instances=bt.preprocess_instances,
     )

@@ -2,7 +2,7 @@
 
 * :class:`TextPreprocess`: UTF-8 text → CLIP BPE ids (``avlops.preprocessing.text.tokenize``) at the model's context.
 * :class:`MediaPreprocess`: an encoded clip (mp4, webm, a wav, a still image, ...) → frames and fbank slices through
-  ``avlops.preprocessing.pipeline.preprocess_clip``, the very function that wrote the training shards, with its
+  ``avlops.preprocessing.clip.preprocess_clip``, the very function that wrote the training shards, with its
   bad-input policy (undecodable, truncated or zero-length media, a claimed sound track that is missing).
 * :class:`ArrayPreprocess`: decoded RGB frames and a waveform → the same tensors through ``preprocess_arrays``.
 
@@ -25,8 +25,8 @@ import torch
 from avlops.data.media import MediaError, probe
 from avlops.data.schema import AudioType, ClipRecord, MediaPathError, Split
 from avlops.models.vla import audio_type_weight
+from avlops.preprocessing.clip import ClipError, preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.pipeline import ClipError, preprocess_arrays, preprocess_clip
 from avlops.preprocessing.text import get_tokenizer, tokenize
 from avlops.serving.contract import ModelSpec, Tensors
 from avlops.serving.handler import Arrays, Handler, InputError, text_items

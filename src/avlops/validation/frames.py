@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
@@ -18,37 +18,10 @@ from avlops.data.schema import AudioType, RecordError, Split, parse_record
 
 __all__ = [
     "SOUNDED_AUDIO_TYPES",
-    "STATS_COLUMNS",
-    "ColumnKind",
     "manifest_frame",
     "normalize_caption",
     "stats_frame",
 ]
-
-ColumnKind = Literal["str", "int", "float", "bool"]
-
-#: The per-clip statistics table ``avlops preprocess`` writes as ``stats.parquet`` (its ``ClipStats`` rows), column ->
-#: kind, for the readers that must not import torch: the validation suite and the feature views. Its bookkeeping
-#: column ``shard`` is left out. Numeric columns may be missing (no sound: no sample rate; no video: no size).
-STATS_COLUMNS: dict[str, ColumnKind] = {
-    "clip_id": "str",
-    "split": "str",
-    "source": "str",
-    "audio_type": "str",
-    "duration_s": "float",
-    "frame_count": "int",
-    "fps": "float",
-    "sample_rate": "int",
-    "channels": "int",
-    "has_audio": "bool",
-    "has_video": "bool",
-    "loudness_dbfs": "float",  # RMS dBFS; -120 when there is no audio
-    "caption_count": "int",
-    "caption_chars_max": "int",
-    "width": "int",
-    "height": "int",
-    "notes": "str",  # conversions applied (resampling, downmixing, truncated captions)
-}
 
 #: Audio types that promise a sound track: everything the contract defines except "unknown".
 SOUNDED_AUDIO_TYPES: tuple[str, ...] = tuple(a.value for a in AudioType if a is not AudioType.UNKNOWN)

@@ -26,7 +26,8 @@ from great_expectations.expectations.metadata_types import FailureSeverity
 from great_expectations.expectations.row_conditions import Column
 
 from avlops.data.schema import CLIP_ID_PATTERN, MAX_CAPTION_CHARS, AudioType, Split
-from avlops.validation.frames import SOUNDED_AUDIO_TYPES, STATS_COLUMNS
+from avlops.data.stats import STATS_COLUMNS
+from avlops.validation.frames import SOUNDED_AUDIO_TYPES
 from avlops.validation.params import ValidateConfig
 
 __all__ = ["DATASET", "ROW", "manifest_suite", "stats_suite"]
