@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from avlops.cli import ExitCode, main
-from avlops.data import synth
 from avlops.data.manifest import check_manifest, read_manifest
 from avlops.data.params import SynthConfig
 from avlops.data.schema import AudioType, ClipRecord
@@ -28,6 +27,8 @@ from avlops.data.synth import (
     sample_spec,
     split_for,
 )
+from avlops.data.synth import corpus as synth_corpus
+from avlops.data.synth import render as synth_render
 
 N_CLIPS = 12
 SEED = 35  # its first 12 clips cover every colour, shape, motion, sound, pitch and audio type (asserted below)
@@ -247,7 +248,7 @@ def test_forkserver_pool_makes_the_same_clips_and_a_smaller_corpus_is_a_prefix(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a caller with other threads gets forkserver workers instead of fork: same bytes either way
-    monkeypatch.setattr(synth, "_start_method", lambda: "forkserver")
+    monkeypatch.setattr(synth_corpus, "_start_method", lambda: "forkserver")
     out = tmp_path / "prefix"
     assert _run("--out", str(out), "--clips", "4", "--seed", str(SEED), "--workers", "2") == ExitCode.OK
     small, big = digest(out), digest(corpus)
@@ -259,7 +260,7 @@ def test_forkserver_pool_makes_the_same_clips_and_a_smaller_corpus_is_a_prefix(
 def test_missing_espeak_is_an_input_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(synth, "ESPEAK", "espeak-ng-not-installed")
+    monkeypatch.setattr(synth_render, "ESPEAK", "espeak-ng-not-installed")
     assert _run("--out", str(tmp_path / "x"), "--clips", "6", "--seed", str(SEED)) == ExitCode.INPUT
     assert "espeak-ng-not-installed not found" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
