@@ -1,0 +1,126 @@
+"""Long-running helper processes (Envoy, Prometheus, the Pushgateway, Triton slots) that outlive the command that
+started them: each runs in its own session (``setsid``), and a ``<name>.pid`` file in the platform's folder records
+its pid and start time, so another shell, or a controller resumed after a kill, finds it again and can stop it. The
+start time guards against a recycled pid: a pid file whose process is gone or was replaced reads as "not running".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["Daemon", "DaemonError"]
+
+
+class DaemonError(RuntimeError):
+    """A helper process could not be started or made ready; the message carries its log's end."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None when no such live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return fields[19]
+
+
+class Daemon:
+    def __init__(self, workdir: Path, name: str) -> None:
+        self.workdir = Path(workdir)
+        self.name = name
+
+    @property
+    def pid_path(self) -> Path:
+        return self.workdir / f"{self.name}.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The running process's pid, or None."""
+        try:
+            record = json.loads(self.pid_path.read_text())
+        except (OSError, ValueError):
+            return None
+        pid = int(record["pid"])
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+        return pid if _start_time(pid) == record.get("start") else None
+
+    def start(
+        self,
+        cmd: Sequence[str],
+        ready: Callable[[], bool],
+        *,
+        timeout_s: float = 60.0,
+        env: Mapping[str, str] | None = None,
+    ) -> int:
+        """Launch ``cmd`` detached and wait until ``ready()`` is true (raises with the log's end if it exits or
+        times out, after stopping it)."""
+        if (running := self.pid()) is not None:
+            raise DaemonError(f"{self.name} already runs (pid {running}, {self.pid_path})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                list(cmd),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=dict(env) if env is not None else None,
+            )
+        tmp = self.pid_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": process.pid, "start": _start_time(process.pid), "cmd": list(cmd)}))
+        os.replace(tmp, self.pid_path)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise DaemonError(f"{self.name} exited with {process.returncode} while starting:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                if ready():
+                    return process.pid
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DaemonError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def signal(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` to the process's whole group; False when it is not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        return True
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the group, wait up to ``timeout_s`` for the process to exit, then SIGKILL; forget the pid file."""
+        pid = self.pid()
+        if pid is not None:
+            self.signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while self.pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.pid() is not None:
+                self.signal(signal.SIGKILL)
+                while self.pid() is not None:
+                    time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # anything left in its group (Triton's python-backend stubs)
+        self.pid_path.unlink(missing_ok=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.is_file():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

