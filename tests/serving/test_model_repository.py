@@ -16,7 +16,6 @@ from avlops.serving.contract import (
     SEARCH,
     TEXT_ENCODER,
     VIDEO_ENCODER,
-    Batching,
     Runtime,
     Sizes,
     decode_texts,
@@ -33,6 +32,7 @@ from avlops.serving.model_repository import (
     to_pbtxt,
     validate_repository,
 )
+from avlops.serving.params import BatchingConfig
 from avlops.serving.server import Endpoints, TritonServer
 
 SIZES = Sizes(context=16, frames=2, resolution=32, slices=1, mel_bins=64, target_length=128, embed_dim=32)
@@ -69,7 +69,7 @@ def test_every_rendered_config_parses_into_triton_model_config_and_validates(tar
         back = parse_config(to_pbtxt(cfg), name)
         assert back == cfg
         assert list(back.version_policy.specific.versions) == [3]
-        assert back.max_batch_size == Batching().max_batch_size
+        assert back.max_batch_size == BatchingConfig().max_batch_size
     search = configs[SEARCH]
     assert search.platform == "ensemble"
     assert [s.model_name for s in search.ensemble_scheduling.step] == [
@@ -137,7 +137,7 @@ def test_validation_finds_broken_ensembles() -> None:
 
 def test_contract_changes_flow_into_every_config() -> None:
     bigger = replace(SIZES, embed_dim=64)
-    configs = {s.name: render_config(s, 1) for s in repository_models(bigger, Batching(max_batch_size=4))}
+    configs = {s.name: render_config(s, 1) for s in repository_models(bigger, BatchingConfig(max_batch_size=4))}
     validate_repository(configs.values())
     assert list(next(o for o in configs[TEXT_ENCODER].output if o.name == "text_embed").dims) == [64]
     assert all(c.max_batch_size == 4 for c in configs.values())

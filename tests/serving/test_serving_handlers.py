@@ -223,3 +223,10 @@ def test_clip_pool_is_the_coarse_similarity_pooling(deployment: Deployment) -> N
     want = masked_mean(clips.feats[:3], clips.mask[:3])  # type: ignore[attr-defined]
     np.testing.assert_allclose(out[T.TAV_EMBED], want.numpy(), atol=1e-6)
     np.testing.assert_allclose(out[T.TV_EMBED], masked_mean(cat.video_feats[:3], cat.video_mask[:3]).numpy(), atol=1e-6)
+
+
+def test_every_handler_kind_has_a_builder() -> None:
+    from avlops.serving import backend
+    from avlops.serving.contract import HandlerKind
+
+    assert set(backend._BUILDERS) == set(HandlerKind)

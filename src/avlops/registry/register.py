@@ -34,7 +34,6 @@ from avlops.serving.catalogue import Catalogue, CatalogueError
 from avlops.serving.contract import (
     CAPTION_DECODER,
     CATALOGUE_SEARCH,
-    Batching,
     ModelSpec,
     Runtime,
     Sizes,
@@ -236,7 +235,7 @@ def register_model(
     limits = cfg.limits.model_copy(
         update={"caption_max_len": min(cfg.limits.caption_max_len, model.cfg.decoder.context_length)}
     )
-    specs = repository_models(sizes, Batching(**cfg.batching.model_dump()))
+    specs = repository_models(sizes, cfg.batching)
     registry = Registry(Path(cfg.repository))
     with registry.lock():
         version = registry.next_version()  # past a crashed registration's leftovers: numbers are never reused

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import importlib
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avlops.serving.bundle import CATALOGUE_NAME, DECODER_STEP_NAME, ONNX_NAME, ServingBundle, load_model
+from avlops.serving.contract import HandlerKind, ModelSpec
 from avlops.serving.handler import Arrays, Handler, InputError, Outcome
 
 __all__ = ["TritonPythonModel", "load_handler"]
@@ -28,43 +30,74 @@ def load_handler(model_name: str, folder: Path) -> Handler:
     """The handler of ``model_name`` for the version folder ``folder`` (reads its ``serving.json``)."""
     bundle = ServingBundle.read(folder)
     spec = bundle.contract()[model_name]
-    limits = bundle.limits_config()
-    kind = spec.handler
-    # each process imports only what its handler needs (open_clip, torchaudio and PyAV only where used)
-    if kind is None:  # an exported encoder
-        from avlops.serving.encoders import OnnxEncoder
+    if spec.handler is None:
+        raise ValueError(f"{model_name}: not a python-backend model (no handler kind)")
+    return _BUILDERS[spec.handler](spec, bundle, folder)
 
-        return OnnxEncoder(spec, folder / ONNX_NAME, vocab_size=bundle.sizes.vocab_size)
-    if kind in ("text_preprocess", "media_preprocess", "array_preprocess"):
-        from avlops.serving import preprocess
 
-        if kind == "text_preprocess":
-            return preprocess.TextPreprocess(spec, bundle.sizes.context, limits)
-        cls = preprocess.MediaPreprocess if kind == "media_preprocess" else preprocess.ArrayPreprocess
-        return cls(spec, bundle.preprocess_config(), limits)
-    if kind == "clip_pool":
-        from avlops.serving.pooling import ClipPool
+# Each builder imports only what its handler needs, so each model process loads open_clip, torchaudio and PyAV only
+# where used.
+def _onnx_encoder(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.serving.encoders import OnnxEncoder
 
-        return ClipPool(spec)
-    if kind == "catalogue_search":
-        from avlops.serving import catalogue
+    return OnnxEncoder(spec, folder / ONNX_NAME, vocab_size=bundle.sizes.vocab_size)
 
-        return catalogue.CatalogueSearch(
-            spec,
-            load_model(folder, bundle),
-            catalogue.Catalogue.load(folder / CATALOGUE_NAME),
-            bundle.objective_config(),
-            bundle.search_similarity(),
-            limits.max_top_k,
-        )
-    if kind == "caption_decoder":
-        from avlops.models.vla import VLAConfig
-        from avlops.serving.captioning import CaptionDecoder, OnnxStepModel
 
-        model = OnnxStepModel(VLAConfig.from_dict(bundle.model), folder / DECODER_STEP_NAME)
-        model.load_state_dict(load_model(folder, bundle).state_dict())
-        return CaptionDecoder(spec, model, bundle.objective_config(), limits)
-    raise ValueError(f"{model_name}: unknown handler {kind!r}")
+def _text_preprocess(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.serving.preprocess import TextPreprocess
+
+    return TextPreprocess(spec, bundle.sizes.context, bundle.limits_config())
+
+
+def _media_preprocess(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.serving.preprocess import MediaPreprocess
+
+    return MediaPreprocess(spec, bundle.preprocess_config(), bundle.limits_config())
+
+
+def _array_preprocess(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.serving.preprocess import ArrayPreprocess
+
+    return ArrayPreprocess(spec, bundle.preprocess_config(), bundle.limits_config())
+
+
+def _clip_pool(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.serving.pooling import ClipPool
+
+    return ClipPool(spec)
+
+
+def _catalogue_search(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.serving import catalogue
+
+    return catalogue.CatalogueSearch(
+        spec,
+        load_model(folder, bundle),
+        catalogue.Catalogue.load(folder / CATALOGUE_NAME),
+        bundle.objective_config(),
+        bundle.search_similarity(),
+        bundle.limits_config().max_top_k,
+    )
+
+
+def _caption_decoder(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.models.vla import VLAConfig
+    from avlops.serving.captioning import CaptionDecoder, OnnxStepModel
+
+    model = OnnxStepModel(VLAConfig.from_dict(bundle.model), folder / DECODER_STEP_NAME)
+    model.load_state_dict(load_model(folder, bundle).state_dict())
+    return CaptionDecoder(spec, model, bundle.objective_config(), bundle.limits_config())
+
+
+_BUILDERS: dict[HandlerKind, Callable[[ModelSpec, ServingBundle, Path], Handler]] = {
+    HandlerKind.ONNX_ENCODER: _onnx_encoder,
+    HandlerKind.TEXT_PREPROCESS: _text_preprocess,
+    HandlerKind.MEDIA_PREPROCESS: _media_preprocess,
+    HandlerKind.ARRAY_PREPROCESS: _array_preprocess,
+    HandlerKind.CLIP_POOL: _clip_pool,
+    HandlerKind.CATALOGUE_SEARCH: _catalogue_search,
+    HandlerKind.CAPTION_DECODER: _caption_decoder,
+}
 
 
 class TritonPythonModel:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.serving.contract import Batching, ModelSpec, Sizes, repository_models
+from avlops.serving.contract import ModelSpec, Sizes, repository_models
 from avlops.serving.params import BatchingConfig, SearchSimilarity, ServingLimits
 
 if TYPE_CHECKING:
@@ -71,9 +71,7 @@ class ServingBundle:
 
     def contract(self) -> dict[str, ModelSpec]:
         """This version's models by name (the contract at its sizes and batching)."""
-        b = self.batching_config()
-        batching = Batching(**b.model_dump())
-        return {m.name: m for m in repository_models(self.sizes, batching)}
+        return {m.name: m for m in repository_models(self.sizes, self.batching_config())}
 
     def search_similarity(self) -> SearchSimilarity:
         return SearchSimilarity(self.similarity)

@@ -3,7 +3,7 @@
 Export (:mod:`avlops.serving.export` names the ONNX graphs' tensors from here), the rendering of every
 ``config.pbtxt`` (:mod:`avlops.serving.model_repository`), the python-backend handlers
 (:mod:`avlops.serving.backend` checks and builds tensors from here) and the client (:mod:`avlops.serving.client`)
-all read this module. It imports only numpy, so a client does not load torch.
+all read this module. It imports only numpy (and the light config models), so a client does not load torch.
 
 Shapes are per item: Triton prepends the batch axis (every model here batches, ``max_batch_size`` > 0), ``-1`` is a
 variable axis. The models, in the order data flows::
@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 import numpy as np
+
+from avlops.serving.params import BatchingConfig
 
 __all__ = [
     "ARRAY_PREPROCESS",
@@ -43,8 +45,8 @@ __all__ = [
     "TEXT_ENCODER",
     "TEXT_PREPROCESS",
     "VIDEO_ENCODER",
-    "Batching",
     "DType",
+    "HandlerKind",
     "ModelSpec",
     "Runtime",
     "Sizes",
@@ -114,6 +116,19 @@ class Runtime(Enum):
     ENSEMBLE = "ensemble"
 
 
+class HandlerKind(StrEnum):
+    """Which handler of :mod:`avlops.serving` a model runs in Triton's python backend (its config's
+    ``avlops.handler`` parameter); :func:`avlops.serving.backend.load_handler` builds each from a table."""
+
+    TEXT_PREPROCESS = "text_preprocess"
+    MEDIA_PREPROCESS = "media_preprocess"
+    ARRAY_PREPROCESS = "array_preprocess"
+    ONNX_ENCODER = "onnx_encoder"  # an exported encoder run by onnxruntime (the local server's runtime for ONNX)
+    CLIP_POOL = "clip_pool"
+    CATALOGUE_SEARCH = "catalogue_search"
+    CAPTION_DECODER = "caption_decoder"
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of an ensemble: ``inputs`` / ``outputs`` map the model's tensor names to the ensemble's."""
@@ -124,17 +139,6 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Batching:
-    """Dynamic batching and instance counts, tuned by ``bench/serving.py`` on the 2-core reference machine."""
-
-    max_batch_size: int = 16
-    max_queue_delay_us: int = 0  # Triton's default: batch whatever is queued, never wait for more
-    encoder_instances: int = 1
-    preprocess_instances: int = 1
-    handler_instances: int = 1  # clip_pool, catalogue_search, caption_decoder
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     name: str
     runtime: Runtime
@@ -142,7 +146,7 @@ class ModelSpec:
     outputs: tuple[TensorSpec, ...]
     description: str
     max_batch_size: int
-    handler: str | None = None  # the avlops.serving.backend handler a python model runs
+    handler: HandlerKind | None = None  # what a python-backend model runs (None: an ensemble)
     steps: tuple[Step, ...] = ()
     dynamic_batching: bool = True
     instances: int = 1
@@ -294,7 +298,7 @@ def _same(model: ModelSpec, rename: Mapping[str, str] | None = None) -> Step:
 @dataclass(frozen=True)
 class _Builder:
     sizes: Sizes
-    batching: Batching
+    batching: BatchingConfig
     t: dict[str, TensorSpec] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -311,7 +315,7 @@ class _Builder:
         outputs: tuple[str, ...],
         description: str,
         *,
-        handler: str | None = None,
+        handler: HandlerKind,
         instances: int = 1,
     ) -> ModelSpec:
         return ModelSpec(
@@ -341,128 +345,159 @@ class _Builder:
         )
 
 
-def repository_models(sizes: Sizes, batching: Batching | None = None) -> tuple[ModelSpec, ...]:
+def repository_models(sizes: Sizes, batching: BatchingConfig | None = None) -> tuple[ModelSpec, ...]:
     """Every model of the repository for a model of these ``sizes``: composing models first, then ensembles."""
-    b = _Builder(sizes, batching or Batching())
-    t, bt = Tensors, b.batching
-    clip_inputs = (t.FRAMES, t.VIDEO_MASK, t.FBANK, t.AUDIO_MASK, t.TYPE_WEIGHT)
-    text_pre = b.model(
-        TEXT_PREPROCESS,
-        Runtime.PYTHON,
-        (t.TEXT,),
-        (t.TOKENS,),
-        "UTF-8 text -> CLIP BPE token ids (avlops.preprocessing.text.tokenize)",
-        handler="text_preprocess",
-        instances=bt.preprocess_instances,
+    b = _Builder(sizes, batching or BatchingConfig())
+    composing = (*_preprocess_models(b), *_encoder_models(b), *_head_models(b))
+    return (*composing, *_ensembles(b, {m.name: m for m in composing}))
+
+
+_CLIP_INPUTS = (Tensors.FRAMES, Tensors.VIDEO_MASK, Tensors.FBANK, Tensors.AUDIO_MASK, Tensors.TYPE_WEIGHT)
+_FEATURES = (Tensors.VIDEO_FEATS, Tensors.VIDEO_MASK, Tensors.AUDIO_FEATS, Tensors.AUDIO_MASK)
+
+
+def _preprocess_models(b: _Builder) -> tuple[ModelSpec, ...]:
+    """Raw requests (text, encoded media, decoded arrays) -> the encoders' inputs."""
+    t, n = Tensors, b.batching.preprocess_instances
+    return (
+        b.model(
+            TEXT_PREPROCESS,
+            Runtime.PYTHON,
+            (t.TEXT,),
+            (t.TOKENS,),
+            "UTF-8 text -> CLIP BPE token ids (avlops.preprocessing.text.tokenize)",
+            handler=HandlerKind.TEXT_PREPROCESS,
+            instances=n,
+        ),
+        b.model(
+            MEDIA_PREPROCESS,
+            Runtime.PYTHON,
+            (t.MEDIA, t.AUDIO_TYPE),
+            _CLIP_INPUTS,
+            "an encoded clip -> frames and fbank slices (avlops.preprocessing.clip.preprocess_clip)",
+            handler=HandlerKind.MEDIA_PREPROCESS,
+            instances=n,
+        ),
+        b.model(
+            ARRAY_PREPROCESS,
+            Runtime.PYTHON,
+            (t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE, t.AUDIO_TYPE),
+            _CLIP_INPUTS,
+            "decoded RGB frames + waveform -> frames and fbank slices (avlops.preprocessing.clip.preprocess_arrays)",
+            handler=HandlerKind.ARRAY_PREPROCESS,
+            instances=n,
+        ),
     )
-    media_pre = b.model(
-        MEDIA_PREPROCESS,
-        Runtime.PYTHON,
-        (t.MEDIA, t.AUDIO_TYPE),
-        clip_inputs,
-        "an encoded clip -> frames and fbank slices (avlops.preprocessing.clip.preprocess_clip)",
-        handler="media_preprocess",
-        instances=bt.preprocess_instances,
+
+
+def _encoder_models(b: _Builder) -> tuple[ModelSpec, ...]:
+    """The exported towers (ONNX)."""
+    t, n, onnx = Tensors, b.batching.encoder_instances, HandlerKind.ONNX_ENCODER
+    return (
+        b.model(
+            TEXT_ENCODER,
+            Runtime.ONNX,
+            (t.TOKENS,),
+            (t.TOKEN_FEATS, t.TOKEN_MASK, t.TEXT_EMBED),
+            "VLAModel.encode_text (ONNX)",
+            handler=onnx,
+            instances=n,
+        ),
+        b.model(
+            VIDEO_ENCODER,
+            Runtime.ONNX,
+            (t.FRAMES,),
+            (t.VIDEO_FEATS,),
+            "VLAModel.encode_video (ONNX)",
+            handler=onnx,
+            instances=n,
+        ),
+        b.model(
+            AUDIO_ENCODER,
+            Runtime.ONNX,
+            (t.FBANK, t.TYPE_WEIGHT),
+            (t.AUDIO_FEATS,),
+            "VLAModel.encode_audio (ONNX)",
+            handler=onnx,
+            instances=n,
+        ),
     )
-    array_pre = b.model(
-        ARRAY_PREPROCESS,
-        Runtime.PYTHON,
-        (t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE, t.AUDIO_TYPE),
-        clip_inputs,
-        "decoded RGB frames + waveform -> frames and fbank slices (avlops.preprocessing.clip.preprocess_arrays)",
-        handler="array_preprocess",
-        instances=bt.preprocess_instances,
+
+
+def _head_models(b: _Builder) -> tuple[ModelSpec, ...]:
+    """What runs on the encoders' features: pooling, catalogue search, caption decoding."""
+    t, n = Tensors, b.batching.handler_instances
+    return (
+        b.model(
+            CLIP_POOL,
+            Runtime.PYTHON,
+            _FEATURES,
+            (t.TV_EMBED, t.TA_EMBED, t.TAV_EMBED),
+            "per-group clip embeddings: masked mean of frames (T-V), audio slices (T-A), both (T-AV)",
+            handler=HandlerKind.CLIP_POOL,
+            instances=n,
+        ),
+        b.model(
+            CATALOGUE_SEARCH,
+            Runtime.PYTHON,
+            (t.TOKEN_FEATS, t.TOKEN_MASK, t.TEXT_EMBED, t.TOP_K),
+            (t.CLIP_IDS, t.SCORES),
+            "top-k clips of the version's catalogue by avlops.task.similarity_matrix",
+            handler=HandlerKind.CATALOGUE_SEARCH,
+            instances=n,
+        ),
+        b.model(
+            CAPTION_DECODER,
+            Runtime.PYTHON,
+            _FEATURES,
+            (t.CAPTION, t.CAPTION_TOKENS),
+            "VLAModel.generate (beam search) over the audio-visual memory, decoder steps in ONNX",
+            handler=HandlerKind.CAPTION_DECODER,
+            instances=n,
+        ),
     )
-    text_enc = b.model(
-        TEXT_ENCODER,
-        Runtime.ONNX,
-        (t.TOKENS,),
-        (t.TOKEN_FEATS, t.TOKEN_MASK, t.TEXT_EMBED),
-        "VLAModel.encode_text (ONNX)",
-        instances=bt.encoder_instances,
-    )
-    video_enc = b.model(
-        VIDEO_ENCODER,
-        Runtime.ONNX,
-        (t.FRAMES,),
-        (t.VIDEO_FEATS,),
-        "VLAModel.encode_video (ONNX)",
-        instances=bt.encoder_instances,
-    )
-    audio_enc = b.model(
-        AUDIO_ENCODER,
-        Runtime.ONNX,
-        (t.FBANK, t.TYPE_WEIGHT),
-        (t.AUDIO_FEATS,),
-        "VLAModel.encode_audio (ONNX)",
-        instances=bt.encoder_instances,
-    )
-    features = (t.VIDEO_FEATS, t.VIDEO_MASK, t.AUDIO_FEATS, t.AUDIO_MASK)
-    pool = b.model(
-        CLIP_POOL,
-        Runtime.PYTHON,
-        features,
-        (t.TV_EMBED, t.TA_EMBED, t.TAV_EMBED),
-        "per-group clip embeddings: masked mean of frames (T-V), audio slices (T-A), both (T-AV)",
-        handler="clip_pool",
-        instances=bt.handler_instances,
-    )
-    search = b.model(
-        CATALOGUE_SEARCH,
-        Runtime.PYTHON,
-        (t.TOKEN_FEATS, t.TOKEN_MASK, t.TEXT_EMBED, t.TOP_K),
-        (t.CLIP_IDS, t.SCORES),
-        "top-k clips of the version's catalogue by avlops.task.similarity_matrix",
-        handler="catalogue_search",
-        instances=bt.handler_instances,
-    )
-    decoder = b.model(
-        CAPTION_DECODER,
-        Runtime.PYTHON,
-        features,
-        (t.CAPTION, t.CAPTION_TOKENS),
-        "VLAModel.generate (beam search) over the audio-visual memory, decoder steps in ONNX",
-        handler="caption_decoder",
-        instances=bt.handler_instances,
-    )
-    composing = (text_pre, media_pre, array_pre, text_enc, video_enc, audio_enc, pool, search, decoder)
-    clip_steps = (_same(video_enc), _same(audio_enc))
-    embed_clip_outputs = (t.TV_EMBED, t.TA_EMBED, t.TAV_EMBED, *features)
-    ensembles = (
+
+
+def _ensembles(b: _Builder, m: Mapping[str, ModelSpec]) -> tuple[ModelSpec, ...]:
+    """The client-facing models: each wires composing models ``m`` (by name) into one request."""
+    t = Tensors
+    text_steps = (_same(m[TEXT_PREPROCESS]), _same(m[TEXT_ENCODER]))
+    clip_steps = (_same(m[VIDEO_ENCODER]), _same(m[AUDIO_ENCODER]))
+    embed_clip_outputs = (t.TV_EMBED, t.TA_EMBED, t.TAV_EMBED, *_FEATURES)
+    return (
         b.ensemble(
             EMBED_TEXT,
             (t.TEXT,),
             (t.TEXT_EMBED, t.TOKEN_FEATS, t.TOKEN_MASK),
-            (_same(text_pre), _same(text_enc)),
+            text_steps,
             "text -> pooled embedding and token features",
         ),
         b.ensemble(
             EMBED_CLIP,
             (t.MEDIA, t.AUDIO_TYPE),
             embed_clip_outputs,
-            (_same(media_pre), *clip_steps, _same(pool)),
+            (_same(m[MEDIA_PREPROCESS]), *clip_steps, _same(m[CLIP_POOL])),
             "encoded clip -> embedding per modality group, and frame / audio-slice features",
         ),
         b.ensemble(
             EMBED_CLIP_ARRAYS,
             (t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE, t.AUDIO_TYPE),
             embed_clip_outputs,
-            (_same(array_pre), *clip_steps, _same(pool)),
+            (_same(m[ARRAY_PREPROCESS]), *clip_steps, _same(m[CLIP_POOL])),
             "decoded frames + waveform -> embedding per modality group, and frame / audio-slice features",
         ),
         b.ensemble(
             SEARCH,
             (t.TEXT, t.TOP_K),
             (t.CLIP_IDS, t.SCORES),
-            (_same(text_pre), _same(text_enc), _same(search)),
+            (*text_steps, _same(m[CATALOGUE_SEARCH])),
             "text -> the top-k clips of the catalogue and their scores",
         ),
         b.ensemble(
             CAPTION,
             (t.MEDIA, t.AUDIO_TYPE),
             (t.CAPTION, t.CAPTION_TOKENS),
-            (_same(media_pre), *clip_steps, _same(decoder)),
+            (_same(m[MEDIA_PREPROCESS]), *clip_steps, _same(m[CAPTION_DECODER])),
             "encoded clip -> a caption (beam search)",
         ),
     )
-    return (*composing, *ensembles)

@@ -27,7 +27,6 @@ from avlops.serving.contract import ModelSpec, Runtime, TensorSpec
 
 __all__ = [
     "HANDLER_PARAMETER",
-    "ONNX_HANDLER",
     "ConfigError",
     "Target",
     "model_py",
@@ -40,7 +39,6 @@ __all__ = [
 HANDLER_PARAMETER = "avlops.handler"  # which avlops.serving handler a python model runs
 VERSION_PARAMETER = "avlops.version"
 ALIAS_PARAMETER = "avlops.alias"
-ONNX_HANDLER = "onnx_encoder"
 
 
 class ConfigError(ValueError):
@@ -105,7 +103,9 @@ def render_config(
         accel.parameters["max_workspace_size_bytes"] = str(1 << 30)
         return cfg
     cfg.backend = "python"  # the handlers run on CPU on both targets (see the module docstring)
-    cfg.parameters[HANDLER_PARAMETER].string_value = spec.handler or ONNX_HANDLER
+    if spec.handler is None:
+        raise ConfigError(f"{spec.name}: a python-backend model needs a handler kind")
+    cfg.parameters[HANDLER_PARAMETER].string_value = spec.handler.value
     _instances(cfg, "KIND_CPU", spec.instances)
     return cfg
 

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from avlops.task import Batch, Gather, LossOutput, compute_losses
 from avlops.training import distributed
 from avlops.training.checkpoint import (
     CHECKPOINT_DIR,
+    Checkpoint,
     CheckpointError,
     check_compatible,
     latest_checkpoint,
@@ -320,144 +321,37 @@ def _train(
     dataset = ShardDataset(
         data_dir, resolved.model, split=cfg.split, seed=cfg.seed, verify_checksums=cfg.verify_checksums
     )
-    probe = GlobalBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, world_size=env.world_size)
-    total = cfg.steps if cfg.steps is not None else math.ceil((cfg.epochs or 0) * probe.steps_per_epoch)
-    compat = resolved.compat()
-    ckpt_root = out / CHECKPOINT_DIR
-    ckpt = latest_checkpoint(ckpt_root)
+    total = _total_steps(resolved, len(dataset), env)
+    ckpt = latest_checkpoint(out / CHECKPOINT_DIR)
     if ckpt is not None and not resume:
         raise TrainError(f"{out} already holds checkpoint {ckpt.path.name}; resume, or train into a new folder")
-
     trainer = Trainer(resolved, env, total)
-    start = 0
-    if ckpt is not None:
-        check_compatible(ckpt, compat, dataset.fingerprint)
-        state = load_checkpoint(ckpt, trainer.model, map_location=env.device)
-        trainer.load_state(state)
-        start = int(state["step"])
-        log.info("resuming from %s (step %d of %d)", ckpt.path, start, total)
-    elif cfg.pretrained is not None:
-        report = load_clip_state_dict(trainer.model, read_state_dict(cfg.pretrained))
-        log.info("pretrained weights %s: %s", cfg.pretrained, report.summary())
+    start = _restore(trainer, resolved, ckpt, dataset.fingerprint, total)
     end = max(start, total if stop_at is None else min(total, stop_at))
 
-    run_name = out.resolve().name
-    metrics = TrainMetrics(out, cfg.metrics, run_name, enabled=env.is_main)
+    metrics = TrainMetrics(out, cfg.metrics, out.resolve().name, enabled=env.is_main)
     if env.is_main:
         truncate_log(out, start)
-        write_json_atomic(
-            out / CONFIG_NAME,
-            {
-                "train": cfg.model_dump(mode="json"),
-                "model": resolved.model.to_dict(),
-                "objective": plain(resolved.objective),
-                "data": str(data_dir),
-                "data_fingerprint": dataset.fingerprint,
-                "world_size": env.world_size,
-                "total_steps": total,
-            },
-        )
-
+        _write_run_config(out, resolved, data_dir, dataset.fingerprint, env.world_size, total)
     sampler = GlobalBatchSampler(
         len(dataset), cfg.batch_size, seed=cfg.seed, rank=env.rank, world_size=env.world_size, start_step=start
     )
-    loader = build_loader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=env.device.type == "cuda")
-    batches = iter(loader)
-    bar = tqdm(total=end, initial=start, disable=not (progress and env.is_main), desc="train", unit="step")
-
-    def save(step: int, loss: dict[str, float]) -> str | None:
-        """Rank 0 writes; every rank learns whether it worked (and stops together if not)."""
-        error = None
-        path = None
-        if env.is_main:
-            meta = {
-                "epoch": sampler.epoch_of(max(step - 1, 0)),
-                "samples": step * cfg.batch_size,
-                "loss": loss,
-                "compat": compat,
-                "compat_hash": resolved.compat_hash(),
-                "data_fingerprint": dataset.fingerprint,
-                "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
-            try:
-                saved = save_checkpoint(
-                    ckpt_root,
-                    step,
-                    trainer.model,
-                    trainer.state(sampler, step),
-                    meta,
-                    resolved.model.to_dict(),
-                    cfg.keep_last,
-                )
-                path = str(saved.path)
-                metrics.checkpointed(step)
-            except CheckpointError as err:
-                error = err
-        if not distributed.broadcast_flag(error is None, env):
-            raise TrainError(str(error) if error else "rank 0 could not write the checkpoint; training stopped")
-        return path
-
-    first: dict[str, float] = {}
-    window: dict[str, list[float]] = {}
-    last_loss: dict[str, float] = {}
-    clock = _Clock()
+    saver = _Saver(out / CHECKPOINT_DIR, trainer, resolved, sampler, dataset.fingerprint, metrics)
+    state = _LoopState(step=start, last_ckpt=str(ckpt.path) if ckpt is not None else None)
     run_start = time.perf_counter()
-    last_ckpt = str(ckpt.path) if ckpt is not None else None
-    step = start
-    try:
-        for step in range(start, end):
-            t0 = time.perf_counter()
-            data = next(batches)
-            waited = time.perf_counter() - t0
-            lrs = trainer.lrs()  # the rates this step uses (the scheduler moves on inside the step)
-            try:
-                terms, grad_norm = trainer.step(to_batch(data, env.device), step)
-            except NonFiniteLossError as err:
-                where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
-                raise NonFiniteLossError(f"{err}; training stopped, {where}") from err
-            clock.add(time.perf_counter() - t0, waited, first_step=not first)
-            first = first or terms
-            for k, v in terms.items():
-                window.setdefault(k, []).append(v)
-            done = step + 1
-            bar.update(1)
-            if done % cfg.metrics.log_every == 0 or done == end:
-                last_loss = {k: sum(v) / len(v) for k, v in window.items()}
-                n_steps = len(window["total"])
-                busy, wait = clock.take_window()
-                entry = {
-                    "step": done,
-                    "epoch": sampler.epoch_of(step),
-                    "samples": done * cfg.batch_size,
-                    "loss": last_loss,
-                    "lr": lrs,
-                    "grad_norm": grad_norm,
-                    "samples_per_s": n_steps * cfg.batch_size / busy,
-                    "data_wait_share": wait / busy,
-                }
-                metrics.record(entry, n_steps * cfg.batch_size)
-                bar.set_postfix(loss=f"{last_loss['total']:.4f}", sps=f"{entry['samples_per_s']:.1f}")
-                window = {}
-            if done % cfg.metrics.push_every == 0:
-                metrics.push()
-            if done % cfg.checkpoint_every == 0 or done == end:
-                last_ckpt = save(done, terms) or last_ckpt
-        step = end
-    finally:
-        bar.close()
-        del batches  # stops the loader's workers
-        metrics.push()
+    _run_steps(trainer, dataset, sampler, saver, metrics, state, end, progress)
 
+    clock = state.clock
     result = TrainResult(
         out_dir=str(out),
-        checkpoint=last_ckpt,
+        checkpoint=state.last_ckpt,
         start_step=start,
-        step=step,
+        step=state.step,
         total_steps=total,
-        finished=step >= total,
+        finished=state.step >= total,
         world_size=env.world_size,
-        first_loss=first,
-        loss=last_loss,
+        first_loss=state.first,
+        loss=state.last_loss,
         samples_per_s=clock.run_steps * cfg.batch_size / clock.run_time if clock.run_time > 0 else 0.0,
         data_wait_share=clock.run_wait / clock.run_time if clock.run_time > 0 else 0.0,
         seconds=time.perf_counter() - run_start,
@@ -465,3 +359,191 @@ def _train(
     if env.is_main:
         write_json_atomic(out / RESULT_NAME, result.to_json_dict())
     return result
+
+
+def _total_steps(resolved: ResolvedTrain, n_samples: int, env: distributed.DistEnv) -> int:
+    """``cfg.steps``, or the steps of ``cfg.epochs`` passes over the data at the global batch size."""
+    cfg = resolved.cfg
+    if cfg.steps is not None:
+        return cfg.steps
+    probe = GlobalBatchSampler(n_samples, cfg.batch_size, seed=cfg.seed, world_size=env.world_size)
+    return math.ceil((cfg.epochs or 0) * probe.steps_per_epoch)
+
+
+def _restore(
+    trainer: Trainer, resolved: ResolvedTrain, ckpt: Checkpoint | None, data_fingerprint: str, total: int
+) -> int:
+    """Resume from ``ckpt`` (refusing an incompatible one) or load the pretrained weights; returns the start step."""
+    cfg = resolved.cfg
+    if ckpt is not None:
+        check_compatible(ckpt, resolved.compat(), data_fingerprint)
+        state = load_checkpoint(ckpt, trainer.model, map_location=trainer.env.device)
+        trainer.load_state(state)
+        start = int(state["step"])
+        log.info("resuming from %s (step %d of %d)", ckpt.path, start, total)
+        return start
+    if cfg.pretrained is not None:
+        report = load_clip_state_dict(trainer.model, read_state_dict(cfg.pretrained))
+        log.info("pretrained weights %s: %s", cfg.pretrained, report.summary())
+    return 0
+
+
+def _write_run_config(
+    out: Path, resolved: ResolvedTrain, data_dir: Path, data_fingerprint: str, world_size: int, total: int
+) -> None:
+    """``config.json``: what this run trains, on what (evaluation and registration read it back)."""
+    write_json_atomic(
+        out / CONFIG_NAME,
+        {
+            "train": resolved.cfg.model_dump(mode="json"),
+            "model": resolved.model.to_dict(),
+            "objective": plain(resolved.objective),
+            "data": str(data_dir),
+            "data_fingerprint": data_fingerprint,
+            "world_size": world_size,
+            "total_steps": total,
+        },
+    )
+
+
+@dataclass
+class _Saver:
+    """Writes a checkpoint: rank 0 writes; every rank learns whether it worked (and stops together if not)."""
+
+    root: Path
+    trainer: Trainer
+    resolved: ResolvedTrain
+    sampler: GlobalBatchSampler
+    data_fingerprint: str
+    metrics: TrainMetrics
+
+    def save(self, step: int, loss: dict[str, float]) -> str | None:
+        env, cfg = self.trainer.env, self.resolved.cfg
+        error = None
+        path = None
+        if env.is_main:
+            meta = {
+                "epoch": self.sampler.epoch_of(max(step - 1, 0)),
+                "samples": step * cfg.batch_size,
+                "loss": loss,
+                "compat": self.resolved.compat(),
+                "compat_hash": self.resolved.compat_hash(),
+                "data_fingerprint": self.data_fingerprint,
+                "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+            try:
+                saved = save_checkpoint(
+                    self.root,
+                    step,
+                    self.trainer.model,
+                    self.trainer.state(self.sampler, step),
+                    meta,
+                    self.resolved.model.to_dict(),
+                    cfg.keep_last,
+                )
+                path = str(saved.path)
+                self.metrics.checkpointed(step)
+            except CheckpointError as err:
+                error = err
+        if not distributed.broadcast_flag(error is None, env):
+            raise TrainError(str(error) if error else "rank 0 could not write the checkpoint; training stopped")
+        return path
+
+
+@dataclass
+class _LoopState:
+    """What the loop has done so far: steps, the newest checkpoint, losses (first step, logging window, last window)
+    and the clock."""
+
+    step: int
+    last_ckpt: str | None
+    first: dict[str, float] = field(default_factory=dict)
+    window: dict[str, list[float]] = field(default_factory=dict)
+    last_loss: dict[str, float] = field(default_factory=dict)
+    clock: _Clock = field(default_factory=_Clock)
+
+    def add(self, terms: dict[str, float], seconds: float, waited: float) -> None:
+        self.clock.add(seconds, waited, first_step=not self.first)
+        self.first = self.first or terms
+        for k, v in terms.items():
+            self.window.setdefault(k, []).append(v)
+
+    def close_window(self) -> int:
+        """Average the window's losses into ``last_loss`` and start a new window; returns the window's step count."""
+        self.last_loss = {k: sum(v) / len(v) for k, v in self.window.items()}
+        n_steps = len(self.window["total"])
+        self.window = {}
+        return n_steps
+
+
+def _run_steps(
+    trainer: Trainer,
+    dataset: ShardDataset,
+    sampler: GlobalBatchSampler,
+    saver: _Saver,
+    metrics: TrainMetrics,
+    state: _LoopState,
+    end: int,
+    progress: bool,
+) -> None:
+    """Steps ``state.step`` .. ``end``: one optimizer step each, logging every ``log_every``, pushing every
+    ``push_every`` and checkpointing every ``checkpoint_every`` steps and at ``end``."""
+    cfg, env = trainer.cfg, trainer.env
+    loader = build_loader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=env.device.type == "cuda")
+    batches = iter(loader)
+    bar = tqdm(total=end, initial=state.step, disable=not (progress and env.is_main), desc="train", unit="step")
+    try:
+        for step in range(state.step, end):
+            state.step = step
+            t0 = time.perf_counter()
+            data = next(batches)
+            waited = time.perf_counter() - t0
+            lrs = trainer.lrs()  # the rates this step uses (the scheduler moves on inside the step)
+            try:
+                terms, grad_norm = trainer.step(to_batch(data, env.device), step)
+            except NonFiniteLossError as err:
+                last = state.last_ckpt
+                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+                raise NonFiniteLossError(f"{err}; training stopped, {where}") from err
+            state.add(terms, time.perf_counter() - t0, waited)
+            done = step + 1
+            bar.update(1)
+            if done % cfg.metrics.log_every == 0 or done == end:
+                _log_window(state, metrics, bar, sampler, step, lrs, grad_norm, cfg.batch_size)
+            if done % cfg.metrics.push_every == 0:
+                metrics.push()
+            if done % cfg.checkpoint_every == 0 or done == end:
+                state.last_ckpt = saver.save(done, terms) or state.last_ckpt
+        state.step = end
+    finally:
+        bar.close()
+        del batches  # stops the loader's workers
+        metrics.push()
+
+
+def _log_window(
+    state: _LoopState,
+    metrics: TrainMetrics,
+    bar: tqdm[Any],
+    sampler: GlobalBatchSampler,
+    step: int,
+    lrs: dict[str, float],
+    grad_norm: float,
+    batch_size: int,
+) -> None:
+    """One ``metrics.jsonl`` entry for the logging window that ends with ``step``."""
+    done = step + 1
+    n_steps = state.close_window()
+    busy, wait = state.clock.take_window()
+    entry = {
+        "step": done,
+        "epoch": sampler.epoch_of(step),
+        "samples": done * batch_size,
+        "loss": state.last_loss,
+        "lr": lrs,
+        "grad_norm": grad_norm,
+        "samples_per_s": n_steps * batch_size / busy,
+        "data_wait_share": wait / busy,
+    }
+    metrics.record(entry, n_steps * batch_size)
+    bar.set_postfix(loss=f"{state.last_loss['total']:.4f}", sps=f"{entry['samples_per_s']:.1f}")
