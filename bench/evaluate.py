@@ -46,7 +46,8 @@ from machine import machine as common_machine
 from avlops.config import load_yaml
 from avlops.evaluation.retrieval import Ranks, rank_retrieval, recall_metrics
 from avlops.evaluation.scoring import dsl_scale, make_scorer
-from avlops.losses import ModalityGroup, ObjectiveConfig, Similarity
+from avlops.losses import ObjectiveConfig, Similarity
+from avlops.modality import ModalityGroup
 from avlops.models.vla import TextFeatures, VLAConfig, VLAModel, VLAOutput, fuse_audiovisual
 from avlops.task import Batch, group_features, similarity_matrix
 

@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avlops.dataclass_config import config_from_dict
+from avlops.modality import ModalityGroup
 from avlops.models.vla import SOT_TOKEN_ID, CaptionStyle, text_token_mask
 
 __all__ = [
     "IGNORE_INDEX",
     "AudioSelfObjective",
     "CaptionObjective",
-    "ModalityGroup",
     "ObjectiveConfig",
     "Similarity",
     "SpecAugmentConfig",
@@ -49,14 +49,6 @@ _MASK_FILL = -1e4  # below any cosine similarity, finite in fp16
 # ---------------------------------------------------------------------------------------------------------------
 # Objective config
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class ModalityGroup(Enum):
-    """What the text is aligned with (MGA) or what the caption decoder reads (MGC)."""
-
-    T_V = "tv"
-    T_A = "ta"
-    T_AV = "tav"
 
 
 class Similarity(Enum):

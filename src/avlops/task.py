@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from avlops.losses import (
     IGNORE_INDEX,
     CaptionObjective,
-    ModalityGroup,
     ObjectiveConfig,
     Similarity,
+    SpecAugmentConfig,
     caption_inputs,
     caption_loss,
     coarse_similarity,
@@ -30,6 +30,7 @@ from avlops.losses import (
     masked_mean,
     spec_augment,
 )
+from avlops.modality import ModalityGroup
 from avlops.models.vla import (
     MaskedFeatures,
     TextFeatures,
@@ -219,58 +220,95 @@ def compute_losses(
     scale = model.logit_scale.exp().clamp(max=cfg.max_logit_scale)
 
     c_out, c_batch = (out, batch) if gather is None or not cfg.groups else _gather_outputs(out, batch, gather)
-    mga = []
-    for group in cfg.groups:
-        other = group_features(model, c_out, c_batch, group)
-        if other.feats.shape[0] < 2:
-            continue
-        loss = info_nce(similarity_matrix(model, _select(c_out.text, other.rows), other, cfg), scale)
-        terms[f"mga/{group.value}"] = loss
-        mga.append(loss)
+    mga = _alignment_terms(model, c_out, c_batch, cfg, scale, terms)
     if mga:
         terms["mga"] = torch.stack(mga).mean()
         total = total + cfg.alpha * terms["mga"]
 
     if cfg.caption is not None:
-        mgc = []
-        for group in cfg.caption.groups:
-            memory, rows = caption_memory(model, out.video, out.audio, batch, group)
-            tokens = batch.tokens if rows is None else batch.tokens[rows]
-            loss = model.logit_scale * 0.0  # this rank's term when it has no clip for the group (gather only)
-            n_targets = loss.detach()
-            if tokens.shape[0] > 0:
-                inputs, labels = caption_inputs(tokens, cfg.caption, model.mask_token_id, generator)
-                targets = labels != IGNORE_INDEX  # [B', L']: the LM head runs only where there is a label
-                logits = model.caption_logits(inputs, memory.feats, memory.mask, targets)  # [n_targets, V]
-                loss = caption_loss(logits, labels[targets], cfg.caption.label_smoothing)
-                n_targets = targets.sum().to(loss.dtype)
-            if gather is not None:  # every rank joins the count, even one without clips for the group
-                counts = gather(n_targets.reshape(1))  # [world]
-                if float(counts.sum()) == 0:
-                    continue
-                loss = loss * (n_targets * counts.numel() / counts.sum())
-            elif tokens.shape[0] == 0:
-                continue
-            terms[f"mgc/{group.value}"] = loss
-            mgc.append(loss)
+        mgc = _caption_terms(model, out, batch, cfg.caption, generator, gather, terms)
         if mgc:
             terms["mgc"] = torch.stack(mgc).mean()
             total = total + cfg.caption.weight * terms["mgc"]
 
     if cfg.audio_self is not None:
-        _, audio_mask = _masks(batch, out.video, out.audio)
-        rows = batch.has_audio.bool().nonzero().squeeze(-1)
-        if rows.numel() >= 2:
-            if generator is None:  # fresh masks each call, drawn from the global RNG
-                generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
-            augmented = spec_augment(batch.fbank[rows], generator, cfg.audio_self.spec_augment)
-            z = masked_mean(out.audio[rows], audio_mask[rows])  # [B', C]
-            z_aug = masked_mean(model.encode_audio(augmented, batch.audio_type_weight[rows]), audio_mask[rows])
-            loss = info_nce(F.normalize(z, dim=-1) @ F.normalize(z_aug, dim=-1).T, scale)
+        loss = _audio_self_term(model, out, batch, cfg.audio_self.spec_augment, generator, scale)
+        if loss is not None:
             terms["audio_self"] = loss
             total = total + cfg.audio_self.weight * loss
 
     return LossOutput(total, {k: v.detach() for k, v in terms.items()})
+
+
+def _alignment_terms(
+    model: VLAModel, out: VLAOutput, batch: Batch, cfg: ObjectiveConfig, scale: Tensor, terms: dict[str, Tensor]
+) -> list[Tensor]:
+    """InfoNCE of text against each group (MGA), into ``terms``; a group with fewer than 2 clips is skipped."""
+    mga = []
+    for group in cfg.groups:
+        other = group_features(model, out, batch, group)
+        if other.feats.shape[0] < 2:
+            continue
+        loss = info_nce(similarity_matrix(model, _select(out.text, other.rows), other, cfg), scale)
+        terms[f"mga/{group.value}"] = loss
+        mga.append(loss)
+    return mga
+
+
+def _caption_terms(
+    model: VLAModel,
+    out: VLAOutput,
+    batch: Batch,
+    cfg: CaptionObjective,
+    generator: torch.Generator | None,
+    gather: Gather | None,
+    terms: dict[str, Tensor],
+) -> list[Tensor]:
+    """Caption cross-entropy from each group's memory (MGC), into ``terms`` (see :func:`compute_losses` for how
+    ranks share it)."""
+    mgc = []
+    for group in cfg.groups:
+        memory, rows = caption_memory(model, out.video, out.audio, batch, group)
+        tokens = batch.tokens if rows is None else batch.tokens[rows]
+        loss = model.logit_scale * 0.0  # this rank's term when it has no clip for the group (gather only)
+        n_targets = loss.detach()
+        if tokens.shape[0] > 0:
+            inputs, labels = caption_inputs(tokens, cfg, model.mask_token_id, generator)
+            targets = labels != IGNORE_INDEX  # [B', L']: the LM head runs only where there is a label
+            logits = model.caption_logits(inputs, memory.feats, memory.mask, targets)  # [n_targets, V]
+            loss = caption_loss(logits, labels[targets], cfg.label_smoothing)
+            n_targets = targets.sum().to(loss.dtype)
+        if gather is not None:  # every rank joins the count, even one without clips for the group
+            counts = gather(n_targets.reshape(1))  # [world]
+            if float(counts.sum()) == 0:
+                continue
+            loss = loss * (n_targets * counts.numel() / counts.sum())
+        elif tokens.shape[0] == 0:
+            continue
+        terms[f"mgc/{group.value}"] = loss
+        mgc.append(loss)
+    return mgc
+
+
+def _audio_self_term(
+    model: VLAModel,
+    out: VLAOutput,
+    batch: Batch,
+    augment: SpecAugmentConfig,
+    generator: torch.Generator | None,
+    scale: Tensor,
+) -> Tensor | None:
+    """InfoNCE of each clip's audio against its SpecAugmented copy; None with fewer than 2 clips with audio."""
+    _, audio_mask = _masks(batch, out.video, out.audio)
+    rows = batch.has_audio.bool().nonzero().squeeze(-1)
+    if rows.numel() < 2:
+        return None
+    if generator is None:  # fresh masks each call, drawn from the global RNG
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+    augmented = spec_augment(batch.fbank[rows], generator, augment)
+    z = masked_mean(out.audio[rows], audio_mask[rows])  # [B', C]
+    z_aug = masked_mean(model.encode_audio(augmented, batch.audio_type_weight[rows]), audio_mask[rows])
+    return info_nce(F.normalize(z, dim=-1) @ F.normalize(z_aug, dim=-1).T, scale)
 
 
 @torch.no_grad()

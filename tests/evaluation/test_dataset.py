@@ -11,7 +11,7 @@ from evaluation_data import copy_data, tiny_model_config
 
 from avlops.data.manifest import read_manifest
 from avlops.evaluation.dataset import MismatchError, load_eval_set
-from avlops.evaluation.names import Modality
+from avlops.modality import Modality
 from avlops.models.vla import EOT_TOKEN_ID
 from avlops.training.data import DataError
 

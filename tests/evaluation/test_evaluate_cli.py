@@ -15,8 +15,9 @@ from evaluation_data import TINY_PREPROCESS, tiny_model_config, write_checkpoint
 
 from avlops.cli import main
 from avlops.evaluation.blessing import read_verdict
-from avlops.evaluation.names import CAPTION_METRICS, RETRIEVAL_METRICS, Modality, caption_key, retrieval_key
+from avlops.evaluation.names import CAPTION_METRICS, RETRIEVAL_METRICS, caption_key, retrieval_key
 from avlops.evaluation.results import read_metrics
+from avlops.modality import Modality
 from avlops.preprocessing.run import preprocess_manifest
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,10 @@ from evaluation_data import tiny_model_config, write_checkpoint
 
 from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
 from avlops.evaluation.dataset import EvalSet, load_eval_set
-from avlops.evaluation.names import Modality
 from avlops.evaluation.retrieval import rank_retrieval
-from avlops.evaluation.scoring import GROUPS, dsl_scale, encode, retrieval_task
+from avlops.evaluation.scoring import dsl_scale, encode, retrieval_task
 from avlops.losses import ObjectiveConfig, Similarity
+from avlops.modality import Modality
 from avlops.task import group_features, similarity_matrix, trim_tokens
 
 
@@ -44,7 +44,7 @@ def test_scores_equal_the_training_similarity(setup: tuple[LoadedModel, EvalSet]
             batch.video_mask,
             batch.audio_mask,
         )
-        want = similarity_matrix(model, out.text, group_features(model, out, batch, GROUPS[modality]), objective)
+        want = similarity_matrix(model, out.text, group_features(model, out, batch, modality.group), objective)
     rows = [int((task.queries == int(c)).nonzero()) for c in first]  # the query row of each first caption
     got = task.score(slice(0, len(task.queries)), slice(0, len(task.clips)))[rows]
     assert got.shape == want.shape == (5, 5)

@@ -11,7 +11,6 @@ import yaml
 
 from avlops.cli import main
 from avlops.config import build, load_yaml
-from avlops.evaluation.names import Modality
 from avlops.evaluation.params import EvaluateConfig
 from avlops.experiments.modality import (
     ExperimentResult,
@@ -22,6 +21,7 @@ from avlops.experiments.modality import (
     train_config,
 )
 from avlops.experiments.params import ModalityExperimentConfig, Variant
+from avlops.modality import Modality
 from avlops.training.params import TrainConfig, resolve
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from avlops.losses import (
     IGNORE_INDEX,
     CaptionObjective,
-    ModalityGroup,
     ObjectiveConfig,
     Similarity,
     SpecAugmentConfig,
@@ -22,6 +21,7 @@ from avlops.losses import (
     mask_caption_tokens,
     spec_augment,
 )
+from avlops.modality import ModalityGroup
 from avlops.models.vla import EOT_TOKEN_ID, SOT_TOKEN_ID, CaptionStyle
 
 MASK_ID = 49408

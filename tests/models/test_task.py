@@ -7,13 +7,8 @@ from dataclasses import replace
 
 import torch
 
-from avlops.losses import (
-    AudioSelfObjective,
-    CaptionObjective,
-    ModalityGroup,
-    ObjectiveConfig,
-    Similarity,
-)
+from avlops.losses import AudioSelfObjective, CaptionObjective, ObjectiveConfig, Similarity
+from avlops.modality import ModalityGroup
 from avlops.models.vla import CaptionStyle
 from avlops.task import compute_losses, generate_captions, group_features, similarity_matrix
 

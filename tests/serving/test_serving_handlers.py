@@ -14,7 +14,8 @@ import torch
 from serving_data import Deployment
 
 from avlops.data.schema import ClipRecord
-from avlops.losses import ModalityGroup, Similarity
+from avlops.losses import Similarity
+from avlops.modality import ModalityGroup
 from avlops.models.vla import TextFeatures, VLAOutput, audio_type_weight, fuse_audiovisual
 from avlops.preprocessing.clip import preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig

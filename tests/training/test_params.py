@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from avlops.config import ConfigError, load_section
-from avlops.losses import ModalityGroup
+from avlops.modality import ModalityGroup
 from avlops.models.vla import CaptionStyle
 from avlops.training.params import TrainConfig, model_config_path, resolve
 

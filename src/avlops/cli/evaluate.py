@@ -92,7 +92,8 @@ def _config(args: argparse.Namespace) -> EvaluateConfig:
 
 
 def _headline(metrics: dict[str, float]) -> list[str]:
-    from avlops.evaluation.names import CAPTION_METRICS, Modality, caption_key, forward, retrieval_key
+    from avlops.evaluation.names import CAPTION_METRICS, caption_key, forward, retrieval_key
+    from avlops.modality import Modality
 
     lines = []
     for m in Modality:

@@ -25,7 +25,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from avlops.data.manifest import read_manifest
-from avlops.evaluation.names import Modality
+from avlops.modality import Modality
 from avlops.models.vla import CLIP_VOCAB_SIZE, EOT_TOKEN_ID, VLAConfig, audio_type_weight
 from avlops.preprocessing.shards import read_index
 from avlops.task import Batch

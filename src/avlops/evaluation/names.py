@@ -13,7 +13,7 @@ Light on purpose (no torch): the gate and the registration code import it.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from avlops.modality import Modality
 
 __all__ = [
     "CAPTIONING",
@@ -23,7 +23,6 @@ __all__ = [
     "RETRIEVAL",
     "RETRIEVAL_DSL",
     "RETRIEVAL_METRICS",
-    "Modality",
     "all_metric_names",
     "backward",
     "caption_key",
@@ -32,14 +31,6 @@ __all__ = [
     "is_metric",
     "retrieval_key",
 ]
-
-
-class Modality(StrEnum):
-    """What the text is matched with or captioned from (``avlops.losses.ModalityGroup`` T–V, T–A, T–AV)."""
-
-    VIDEO = "v"
-    AUDIO = "a"
-    AUDIOVISUAL = "av"
 
 
 RETRIEVAL = "retrieval"

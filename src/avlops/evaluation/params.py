@@ -13,7 +13,8 @@ from pydantic import Field, field_validator, model_validator
 
 from avlops.config import StrictModel
 from avlops.data.schema import Split
-from avlops.evaluation.names import Modality, is_metric
+from avlops.evaluation.names import is_metric
+from avlops.modality import Modality
 
 __all__ = ["BlessingConfig", "Bound", "EvaluateConfig"]
 

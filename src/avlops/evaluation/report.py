@@ -22,7 +22,6 @@ from avlops.evaluation.blessing import Verdict
 from avlops.evaluation.names import (
     CAPTION_METRICS,
     RETRIEVAL_METRICS,
-    Modality,
     all_metric_names,
     backward,
     caption_key,
@@ -32,6 +31,7 @@ from avlops.evaluation.names import (
 )
 from avlops.evaluation.results import TOP_K, Evaluation, EvaluationResult, RetrievalOutcome
 from avlops.fileio import write_bytes_atomic
+from avlops.modality import Modality
 
 __all__ = ["REPORT_HTML", "REPORT_MD", "write_report"]
 

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from avlops.evaluation.names import Modality, is_metric
+from avlops.evaluation.names import is_metric
 from avlops.fileio import read_json_object, write_json_atomic
+from avlops.modality import Modality
 
 if TYPE_CHECKING:  # torch: only for the annotations of what a run measured
     from avlops.evaluation.dataset import EvalSet

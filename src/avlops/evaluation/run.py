@@ -27,7 +27,7 @@ from avlops.evaluation.blessing import Verdict, bless, write_verdict
 from avlops.evaluation.captioning import decode_tokens, require_java, score_caption_sets
 from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
 from avlops.evaluation.dataset import EvalSet, MismatchError, load_eval_set
-from avlops.evaluation.names import Modality, backward, caption_key, forward, retrieval_key
+from avlops.evaluation.names import backward, caption_key, forward, retrieval_key
 from avlops.evaluation.params import EvaluateConfig
 from avlops.evaluation.results import (
     TOP_K,
@@ -39,8 +39,9 @@ from avlops.evaluation.results import (
     write_metrics,
 )
 from avlops.evaluation.retrieval import rank_retrieval, recall_metrics, top_k
-from avlops.evaluation.scoring import GROUPS, Encoded, dsl_scale, encode, retrieval_task
+from avlops.evaluation.scoring import Encoded, dsl_scale, encode, retrieval_task
 from avlops.fileio import write_bytes_atomic, write_json_atomic
+from avlops.modality import Modality
 from avlops.task import generate_captions
 from avlops.training.data import DataError
 
@@ -162,7 +163,7 @@ def _caption(loaded: LoadedModel, data: EvalSet, m: Modality, cfg: EvaluateConfi
     generated: dict[str, str] = {}
     for idx, batch in data.batches(data.clips_with(m), cfg.batch_size):
         tokens = generate_captions(
-            loaded.model, batch.to(device), loaded.objective, GROUPS[m], max_len=max_len, beam_size=cfg.beam_size
+            loaded.model, batch.to(device), loaded.objective, m.group, max_len=max_len, beam_size=cfg.beam_size
         )
         generated.update(zip((data.clip_ids[int(i)] for i in idx), decode_tokens(tokens.cpu()), strict=True))
     return generated

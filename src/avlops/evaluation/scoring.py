@@ -16,19 +16,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from avlops.evaluation.dataset import EvalSet
-from avlops.evaluation.names import Modality
 from avlops.evaluation.retrieval import Scorer
-from avlops.losses import ModalityGroup, ObjectiveConfig
+from avlops.losses import ObjectiveConfig
+from avlops.modality import Modality, ModalityGroup
 from avlops.models.vla import TextFeatures, VLAModel, VLAOutput, fuse_audiovisual
 from avlops.task import Batch, GroupFeatures, group_features, similarity_matrix
 
-__all__ = ["GROUPS", "Encoded", "RetrievalTask", "dsl_scale", "encode", "make_scorer", "retrieval_task"]
-
-GROUPS = {
-    Modality.VIDEO: ModalityGroup.T_V,
-    Modality.AUDIO: ModalityGroup.T_A,
-    Modality.AUDIOVISUAL: ModalityGroup.T_AV,
-}
+__all__ = ["Encoded", "RetrievalTask", "dsl_scale", "encode", "make_scorer", "retrieval_task"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +99,7 @@ def retrieval_task(
     """Gallery = the clips the group can use; queries = all their captions; scores = the training similarity."""
     clips = data.clips_with(modality)  # [Ng]
     with torch.no_grad():
-        other = _gallery(model, enc, data, clips, GROUPS[modality])
+        other = _gallery(model, enc, data, clips, modality.group)
     caption_clip = data.caption_clip  # [Nt]
     position = torch.full((len(data),), -1, dtype=torch.long)
     position[clips] = torch.arange(len(clips))

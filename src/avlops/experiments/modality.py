@@ -25,11 +25,12 @@ from typing import Any
 
 from avlops.config import load_yaml, override
 from avlops.data.synth import MANIFEST, generate_corpus
-from avlops.evaluation.names import Modality, caption_key, retrieval_key
+from avlops.evaluation.names import caption_key, retrieval_key
 from avlops.evaluation.params import EvaluateConfig
 from avlops.evaluation.results import read_metrics
 from avlops.evaluation.run import run_evaluation
 from avlops.experiments.params import ModalityExperimentConfig, Variant
+from avlops.modality import Modality
 from avlops.preprocessing.run import preprocess_manifest
 from avlops.training.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from avlops.training.loop import train

@@ -21,7 +21,7 @@ from typing import Any
 
 from avlops.config import ConfigError
 from avlops.evaluation.blessing import Verdict, read_verdict
-from avlops.evaluation.checkpoint import load_for_evaluation, resolve_checkpoint
+from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation, resolve_checkpoint
 from avlops.fileio import read_json_object, sha256_file
 from avlops.models.vla import VLAModel
 from avlops.preprocessing.params import PreprocessConfig
@@ -55,7 +55,7 @@ from avlops.serving.model_repository import (
     to_pbtxt,
     validate_repository,
 )
-from avlops.serving.params import SearchSimilarity
+from avlops.serving.params import SearchSimilarity, ServingLimits
 from avlops.training.params import plain
 
 __all__ = [
@@ -205,94 +205,19 @@ def register_model(
     t0 = time.perf_counter()
     checkpoint = resolve_checkpoint(checkpoint)
     alias = check_alias(alias or cfg.alias)
-    verdict, metrics = check_blessing(Path(eval_dir), checkpoint)
-    run_dir = checkpoint.parent.parent
-    config_path = run_dir / "config.json"
-    run_config: dict[str, Any] = {}
-    if config_path.is_file():
-        run_config = read_json_object(config_path, what="run config", error=FileNotFoundError)
-    if data_dir is None and run_config.get("data"):
-        data_dir = Path(run_config["data"])
-    pre = _preprocess_config(data_dir, preprocess)
-    loaded = load_for_evaluation(checkpoint, device="cpu")  # the model and the objective it was trained with
-    model, objective_cfg = loaded.model, loaded.objective
-    sizes = served_sizes(model, pre)
-    objective = plain(objective_cfg)
-    similarity = objective_cfg.similarity.value if cfg.similarity is SearchSimilarity.MODEL else cfg.similarity.value
-    weights = checkpoint / WEIGHTS_NAME
-    weights_sha = sha256_file(weights)
-    try:
-        cat = Catalogue.load(Path(catalogue))
-    except CatalogueError as err:
-        raise RegistrationRefused([str(err)]) from None
-    if cat.meta.get("checkpoint_sha256") != weights_sha:
-        raise RegistrationRefused(
-            [
-                f"the catalogue {catalogue} was built with other weights "
-                f"({cat.meta.get('checkpoint_sha256')}), not {weights}: rebuild it"
-            ]
-        )
-    limits = cfg.limits.model_copy(
-        update={"caption_max_len": min(cfg.limits.caption_max_len, model.cfg.decoder.context_length)}
-    )
-    specs = repository_models(sizes, cfg.batching)
+    src = _gather(checkpoint, Path(eval_dir), Path(catalogue), cfg, data_dir, preprocess)
+    specs = repository_models(src.sizes, cfg.batching)
     registry = Registry(Path(cfg.repository))
     with registry.lock():
         version = registry.next_version()  # past a crashed registration's leftovers: numbers are never reused
         registry.remove_orphans()
-        bundle = ServingBundle(
-            version=version,
-            sizes=sizes,
-            model=model.cfg.to_dict(),
-            objective=objective,
-            preprocess=pre.model_dump(mode="json"),
-            limits=limits.model_dump(mode="json"),
-            batching=cfg.batching.model_dump(mode="json"),
-            similarity=similarity,
-        )
+        bundle = _bundle(version, src, cfg)
         stage = registry.staging(version)
         try:
-            folders = {s.name: _stage_model(stage, s, version, bundle, model, sizes, weights) for s in specs}
-            cat.save(folders[CATALOGUE_SEARCH] / CATALOGUE_NAME)
-            parity = _parity(model, specs, sizes, folders, objective_cfg, limits, cfg)
-            failed = [f"{p.model}: {p.detail}" for p in parity if not p.passed]
-            if failed:
-                raise RegistrationRefused(["exported graphs disagree with eager PyTorch", *failed])
+            parity = _stage_version(stage, version, specs, bundle, src, cfg)
             configs = _configs(specs, version, cfg.batching.max_queue_delay_us)
-            for s in specs:  # the GPU repository shares the version folders
-                link = stage / "gpu" / s.name / str(version)
-                link.parent.mkdir(parents=True)
-                link.symlink_to(Path("..", "..", "models", s.name, str(version)))
-            card_dir = stage / "versions" / str(version)
-            card_dir.mkdir(parents=True)
-            card = {
-                "format": "avlops.model_card",
-                "version": version,
-                "registered_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "checkpoint": {"path": str(checkpoint.resolve()), "step": loaded.step, "sha256": weights_sha},
-                "run": {"config": run_config.get("train"), "data": str(data_dir) if data_dir else None},
-                "code": code_revision(project_root or Path.cwd()),
-                "data": data_version(project_root or Path.cwd(), str(data_dir) if data_dir else None),
-                "model": model.cfg.to_dict(),
-                "objective": objective,
-                "preprocess": bundle.preprocess,
-                "serving": {
-                    "limits": bundle.limits,
-                    "batching": bundle.batching,
-                    "search_similarity": similarity,
-                    "sizes": dataclasses.asdict(sizes),
-                    "runtimes": _RUNTIMES,
-                },
-                "evaluation": {"blessing": verdict.to_json_dict(), "metrics": metrics},
-                "parity": [p.to_json_dict() for p in parity],
-                "catalogue": {"clips": len(cat), "splits": sorted(set(cat.splits)), **cat.meta},
-                "models": [s.name for s in specs],
-                "public_models": [s.name for s in specs if s.public],
-            }
-            (card_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-            for name in ("metrics.json", "blessing.json"):
-                if (Path(eval_dir) / name).is_file():
-                    shutil.copy2(Path(eval_dir) / name, card_dir / name)
+            card = _model_card(version, specs, bundle, src, parity, project_root or Path.cwd())
+            _write_card(stage / "versions" / str(version), card, Path(eval_dir))
             registry.commit(stage, version, configs)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -308,6 +233,162 @@ def register_model(
         parity=[p.to_json_dict() for p in parity],
         seconds=round(time.perf_counter() - t0, 2),
     )
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Everything a registration is made from, checked: the blessed checkpoint, its run, data and catalogue."""
+
+    checkpoint: Path
+    verdict: Verdict
+    metrics: dict[str, Any]
+    run_config: dict[str, Any]
+    data_dir: Path | None
+    preprocess: PreprocessConfig
+    loaded: LoadedModel  # the model and the objective it was trained with
+    sizes: Sizes
+    weights: Path
+    weights_sha: str
+    catalogue: Catalogue
+    limits: ServingLimits
+    similarity: str
+
+
+def _gather(
+    checkpoint: Path,
+    eval_dir: Path,
+    catalogue: Path,
+    cfg: RegisterConfig,
+    data_dir: Path | None,
+    preprocess: PreprocessConfig | None,
+) -> _Sources:
+    """Check the blessing, find the run's data and preprocessing, load the model and the catalogue built with it."""
+    verdict, metrics = check_blessing(eval_dir, checkpoint)
+    config_path = checkpoint.parent.parent / "config.json"
+    run_config: dict[str, Any] = {}
+    if config_path.is_file():
+        run_config = read_json_object(config_path, what="run config", error=FileNotFoundError)
+    if data_dir is None and run_config.get("data"):
+        data_dir = Path(run_config["data"])
+    pre = _preprocess_config(data_dir, preprocess)
+    loaded = load_for_evaluation(checkpoint, device="cpu")
+    model, objective = loaded.model, loaded.objective
+    weights = checkpoint / WEIGHTS_NAME
+    weights_sha = sha256_file(weights)
+    limits = cfg.limits.model_copy(
+        update={"caption_max_len": min(cfg.limits.caption_max_len, model.cfg.decoder.context_length)}
+    )
+    similarity = objective.similarity.value if cfg.similarity is SearchSimilarity.MODEL else cfg.similarity.value
+    return _Sources(
+        checkpoint=checkpoint,
+        verdict=verdict,
+        metrics=metrics,
+        run_config=run_config,
+        data_dir=data_dir,
+        preprocess=pre,
+        loaded=loaded,
+        sizes=served_sizes(model, pre),
+        weights=weights,
+        weights_sha=weights_sha,
+        catalogue=_load_catalogue(catalogue, weights, weights_sha),
+        limits=limits,
+        similarity=similarity,
+    )
+
+
+def _load_catalogue(path: Path, weights: Path, weights_sha: str) -> Catalogue:
+    """The catalogue at ``path``, refused unless it was built with exactly these weights."""
+    try:
+        cat = Catalogue.load(path)
+    except CatalogueError as err:
+        raise RegistrationRefused([str(err)]) from None
+    if cat.meta.get("checkpoint_sha256") != weights_sha:
+        raise RegistrationRefused(
+            [
+                f"the catalogue {path} was built with other weights "
+                f"({cat.meta.get('checkpoint_sha256')}), not {weights}: rebuild it"
+            ]
+        )
+    return cat
+
+
+def _bundle(version: int, src: _Sources, cfg: RegisterConfig) -> ServingBundle:
+    """``serving.json`` of the version: what every model of it is served with."""
+    return ServingBundle(
+        version=version,
+        sizes=src.sizes,
+        model=src.loaded.model.cfg.to_dict(),
+        objective=plain(src.loaded.objective),
+        preprocess=src.preprocess.model_dump(mode="json"),
+        limits=src.limits.model_dump(mode="json"),
+        batching=cfg.batching.model_dump(mode="json"),
+        similarity=src.similarity,
+    )
+
+
+def _stage_version(
+    stage: Path, version: int, specs: tuple[ModelSpec, ...], bundle: ServingBundle, src: _Sources, cfg: RegisterConfig
+) -> list[ParityResult]:
+    """Every model's version folder under ``stage`` (and the GPU repository's links to them), refused unless the
+    exported graphs agree with eager PyTorch; returns the parity checks."""
+    model = src.loaded.model
+    folders = {s.name: _stage_model(stage, s, version, bundle, model, src.sizes, src.weights) for s in specs}
+    src.catalogue.save(folders[CATALOGUE_SEARCH] / CATALOGUE_NAME)
+    parity = _parity(model, specs, src.sizes, folders, src.loaded.objective, src.limits, cfg)
+    failed = [f"{p.model}: {p.detail}" for p in parity if not p.passed]
+    if failed:
+        raise RegistrationRefused(["exported graphs disagree with eager PyTorch", *failed])
+    for s in specs:  # the GPU repository shares the version folders
+        link = stage / "gpu" / s.name / str(version)
+        link.parent.mkdir(parents=True)
+        link.symlink_to(Path("..", "..", "models", s.name, str(version)))
+    return parity
+
+
+def _model_card(
+    version: int,
+    specs: tuple[ModelSpec, ...],
+    bundle: ServingBundle,
+    src: _Sources,
+    parity: list[ParityResult],
+    project_root: Path,
+) -> dict[str, Any]:
+    """The version's model card: where it came from, how it is served, how it was evaluated."""
+    data = str(src.data_dir) if src.data_dir else None
+    cat = src.catalogue
+    return {
+        "format": "avlops.model_card",
+        "version": version,
+        "registered_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "checkpoint": {"path": str(src.checkpoint.resolve()), "step": src.loaded.step, "sha256": src.weights_sha},
+        "run": {"config": src.run_config.get("train"), "data": data},
+        "code": code_revision(project_root),
+        "data": data_version(project_root, data),
+        "model": src.loaded.model.cfg.to_dict(),
+        "objective": bundle.objective,
+        "preprocess": bundle.preprocess,
+        "serving": {
+            "limits": bundle.limits,
+            "batching": bundle.batching,
+            "search_similarity": src.similarity,
+            "sizes": dataclasses.asdict(src.sizes),
+            "runtimes": _RUNTIMES,
+        },
+        "evaluation": {"blessing": src.verdict.to_json_dict(), "metrics": src.metrics},
+        "parity": [p.to_json_dict() for p in parity],
+        "catalogue": {"clips": len(cat), "splits": sorted(set(cat.splits)), **cat.meta},
+        "models": [s.name for s in specs],
+        "public_models": [s.name for s in specs if s.public],
+    }
+
+
+def _write_card(card_dir: Path, card: dict[str, Any], eval_dir: Path) -> None:
+    """``card.json`` and copies of the evaluation's ``metrics.json`` and ``blessing.json``."""
+    card_dir.mkdir(parents=True)
+    (card_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    for name in ("metrics.json", "blessing.json"):
+        if (eval_dir / name).is_file():
+            shutil.copy2(eval_dir / name, card_dir / name)
 
 
 _RUNTIMES = {

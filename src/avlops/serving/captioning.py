@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from avlops.evaluation.captioning import decode_tokens
-from avlops.losses import CaptionObjective, ModalityGroup, ObjectiveConfig
+from avlops.losses import CaptionObjective, ObjectiveConfig
+from avlops.modality import ModalityGroup
 from avlops.models.vla import VLAConfig, VLAModel
 from avlops.preprocessing.text import get_tokenizer
 from avlops.serving.contract import ModelSpec, Tensors, encode_texts

@@ -101,9 +101,6 @@ def manifest_suite(cfg: ValidateConfig) -> gx.ExpectationSuite:
 
 def stats_suite(cfg: ValidateConfig) -> gx.ExpectationSuite:
     """Checks of the preprocessing statistics (:func:`avlops.validation.frames.stats_frame`)."""
-    sounded = Column("audio_type").is_in(SOUNDED_AUDIO_TYPES)
-    video = Column("has_video") == True  # noqa: E712 - builds a GX condition, not a Python comparison
-    audio = Column("has_audio") == True  # noqa: E712
     expectations = [
         _x(
             ExpectTableColumnsToMatchSet,
@@ -123,6 +120,16 @@ def stats_suite(cfg: ValidateConfig) -> gx.ExpectationSuite:
             max_value=cfg.max_duration_s,
             row_condition=Column("is_still") == False,  # noqa: E712 - a still image without sound has no duration
         ),
+        *_video_expectations(cfg),
+        *_audio_expectations(cfg),
+    ]
+    return gx.ExpectationSuite(name="stats", expectations=expectations)
+
+
+def _video_expectations(cfg: ValidateConfig) -> list[Expectation]:
+    """Frame count, rate and size of the clips that have video."""
+    video = Column("has_video") == True  # noqa: E712 - builds a GX condition, not a Python comparison
+    return [
         _x(
             ExpectColumnValuesToBeBetween,
             "too few frames",
@@ -152,6 +159,14 @@ def stats_suite(cfg: ValidateConfig) -> gx.ExpectationSuite:
             min_value=cfg.min_height,
             row_condition=video,
         ),
+    ]
+
+
+def _audio_expectations(cfg: ValidateConfig) -> list[Expectation]:
+    """A sound track where the audio type promises one, its loudness, sample rate and channels."""
+    sounded = Column("audio_type").is_in(SOUNDED_AUDIO_TYPES)
+    audio = Column("has_audio") == True  # noqa: E712 - builds a GX condition, not a Python comparison
+    expectations = [
         _x(
             ExpectColumnValuesToBeInSet,
             "audio_type promises sound but there is no audio track",
@@ -193,4 +208,4 @@ def stats_suite(cfg: ValidateConfig) -> gx.ExpectationSuite:
                 row_condition=audio,
             )
         )
-    return gx.ExpectationSuite(name="stats", expectations=expectations)
+    return expectations
