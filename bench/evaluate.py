@@ -46,9 +46,9 @@ from machine import machine as common_machine
 from avlops.config import load_yaml
 from avlops.evaluation.retrieval import Ranks, rank_retrieval, recall_metrics
 from avlops.evaluation.scoring import dsl_scale, make_scorer
-from avlops.losses import ObjectiveConfig, Similarity
 from avlops.modality import ModalityGroup
 from avlops.models.vla import TextFeatures, VLAConfig, VLAModel, VLAOutput, fuse_audiovisual
+from avlops.objective import ObjectiveConfig, Similarity
 from avlops.task import Batch, group_features, similarity_matrix
 
 ROOT = Path(__file__).resolve().parent.parent

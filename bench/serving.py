@@ -61,8 +61,8 @@ from avlops.data.params import SynthConfig
 from avlops.data.synth import captions_for, sample_specs
 from avlops.evaluation.blessing import Verdict, write_verdict
 from avlops.fileio import sha256_file
-from avlops.losses import Similarity
 from avlops.models.vla import VLAConfig, VLAModel
+from avlops.objective import Similarity
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.text import tokenize
 from avlops.registry.params import RegisterConfig

@@ -48,7 +48,7 @@ def _explain(err: ValidationError, where: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"]) or "<root>"
-        lines.append(f"{where}: {key}: {e['msg']}")
+        lines.append(f"{where}: {key}: {str(e['msg']).removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Losses as functions, and the typed objective config that selects and weights them.
+"""Losses as functions; the typed objective config that selects and weights them is :mod:`avlops.objective`.
 
 * MGA (VALOR §1.5): grouped contrastive alignment of text with video (T–V), audio (T–A) and audio+video (T–AV),
   with fine-grained token-wise similarity (max over the other side's tokens, softmax-weighted mean) or coarse pooled
@@ -12,26 +12,15 @@ Learnable parts (token-weight heads, logit scale) live in the model; these funct
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avlops.dataclass_config import config_from_dict
-from avlops.modality import ModalityGroup
-from avlops.models.vla import SOT_TOKEN_ID, CaptionStyle, text_token_mask
+from avlops.models.vla import SOT_TOKEN_ID, text_token_mask
+from avlops.objective import CaptionObjective, CaptionStyle, SpecAugmentConfig
 
 __all__ = [
     "IGNORE_INDEX",
-    "AudioSelfObjective",
-    "CaptionObjective",
-    "ObjectiveConfig",
-    "Similarity",
-    "SpecAugmentConfig",
     "caption_inputs",
     "caption_loss",
     "coarse_similarity",
@@ -44,78 +33,6 @@ __all__ = [
 
 IGNORE_INDEX = -100  # label of positions without a caption target
 _MASK_FILL = -1e4  # below any cosine similarity, finite in fp16
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Objective config
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class Similarity(Enum):
-    FINE = "fine"  # VALOR: token-wise max, weighted mean (paper Table 10 default)
-    COARSE = "coarse"  # CLIP-style pooled features (text EOT · masked mean of frames / slices)
-
-
-@dataclass(frozen=True)
-class SpecAugmentConfig:
-    """Frequency and time masks applied to each fbank slice independently (masked values set to ``value``)."""
-
-    freq_masks: int = 2
-    freq_width: int = 10  # each mask covers 0..freq_width mel bins
-    time_masks: int = 2
-    time_width: int = 10  # each mask covers 0..time_width fbank frames
-    value: float = 0.0  # the normalised fbank's mean
-
-    def __post_init__(self) -> None:
-        if min(self.freq_masks, self.freq_width, self.time_masks, self.time_width) < 0:
-            raise ValueError("spec_augment: mask counts and widths must be >= 0")
-
-
-@dataclass(frozen=True)
-class CaptionObjective:
-    style: CaptionStyle = CaptionStyle.MASKED
-    mask_prob: float = 0.6  # VALOR's causal masked LM
-    groups: tuple[ModalityGroup, ...] = (ModalityGroup.T_AV,)  # memories to caption from; L_MGC = their mean
-    weight: float = 1.0
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.mask_prob <= 1.0:
-            raise ValueError("caption.mask_prob: must be in (0, 1]")
-        if not self.groups:
-            raise ValueError("caption.groups: at least one group")
-
-
-@dataclass(frozen=True)
-class AudioSelfObjective:
-    """CLIP4VLA intra-modal term: InfoNCE between audio and its SpecAugment-masked copy."""
-
-    weight: float = 1.0
-    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    """Which losses, how they are computed and weighted: total = alpha·L_MGA + caption.weight·L_MGC (+ audio)."""
-
-    groups: tuple[ModalityGroup, ...] = (ModalityGroup.T_V, ModalityGroup.T_A, ModalityGroup.T_AV)
-    similarity: Similarity = Similarity.FINE
-    weighted_tokens: bool = True  # fine similarity: learned per-token weights (False: plain masked mean)
-    alpha: float = 1.5
-    max_logit_scale: float = 100.0
-    caption: CaptionObjective | None = field(default_factory=CaptionObjective)
-    audio_self: AudioSelfObjective | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_logit_scale <= 0:
-            raise ValueError("max_logit_scale: must be positive")
-        if not self.groups and self.caption is None and self.audio_self is None:
-            raise ValueError("groups: no objective left (no groups, no caption, no audio_self)")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ObjectiveConfig:
-        """Build from parsed YAML; enums by value (``groups: [tv, ta, tav]``); unknown keys raise ``ValueError``."""
-        return config_from_dict(cls, data)
 
 
 # ---------------------------------------------------------------------------------------------------------------

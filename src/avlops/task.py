@@ -18,10 +18,6 @@ from torch import Tensor, nn
 
 from avlops.losses import (
     IGNORE_INDEX,
-    CaptionObjective,
-    ObjectiveConfig,
-    Similarity,
-    SpecAugmentConfig,
     caption_inputs,
     caption_loss,
     coarse_similarity,
@@ -39,6 +35,7 @@ from avlops.models.vla import (
     fuse_audiovisual,
     text_token_mask,
 )
+from avlops.objective import CaptionObjective, ObjectiveConfig, Similarity, SpecAugmentConfig
 
 __all__ = [
     "Batch",

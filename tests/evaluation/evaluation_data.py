@@ -11,8 +11,8 @@ import torch
 
 from avlops.config import load_yaml
 from avlops.fileio import write_json_atomic
-from avlops.losses import ObjectiveConfig
 from avlops.models.vla import VLAConfig, VLAModel
+from avlops.objective import ObjectiveConfig
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.training.checkpoint import save_checkpoint
 from avlops.training.params import ResolvedTrain, TrainConfig, plain

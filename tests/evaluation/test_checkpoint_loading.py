@@ -11,7 +11,7 @@ import torch
 from evaluation_data import tiny_model_config, write_checkpoint
 
 from avlops.evaluation.checkpoint import load_for_evaluation, resolve_checkpoint
-from avlops.losses import ObjectiveConfig, Similarity
+from avlops.objective import ObjectiveConfig, Similarity
 from avlops.training.checkpoint import CheckpointError, IncompatibleCheckpointError
 
 

@@ -13,8 +13,8 @@ from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
 from avlops.evaluation.dataset import EvalSet, load_eval_set
 from avlops.evaluation.retrieval import rank_retrieval
 from avlops.evaluation.scoring import dsl_scale, encode, retrieval_task
-from avlops.losses import ObjectiveConfig, Similarity
 from avlops.modality import Modality
+from avlops.objective import ObjectiveConfig, Similarity
 from avlops.task import group_features, similarity_matrix, trim_tokens
 
 

@@ -10,10 +10,6 @@ import torch.nn.functional as F
 
 from avlops.losses import (
     IGNORE_INDEX,
-    CaptionObjective,
-    ObjectiveConfig,
-    Similarity,
-    SpecAugmentConfig,
     caption_inputs,
     coarse_similarity,
     fine_similarity,
@@ -22,7 +18,8 @@ from avlops.losses import (
     spec_augment,
 )
 from avlops.modality import ModalityGroup
-from avlops.models.vla import EOT_TOKEN_ID, SOT_TOKEN_ID, CaptionStyle
+from avlops.models.vla import EOT_TOKEN_ID, SOT_TOKEN_ID
+from avlops.objective import CaptionObjective, CaptionStyle, ObjectiveConfig, Similarity, SpecAugmentConfig
 
 MASK_ID = 49408
 

@@ -7,9 +7,8 @@ from dataclasses import replace
 
 import torch
 
-from avlops.losses import AudioSelfObjective, CaptionObjective, ObjectiveConfig, Similarity
 from avlops.modality import ModalityGroup
-from avlops.models.vla import CaptionStyle
+from avlops.objective import AudioSelfObjective, CaptionObjective, CaptionStyle, ObjectiveConfig, Similarity
 from avlops.task import compute_losses, generate_captions, group_features, similarity_matrix
 
 

@@ -18,12 +18,12 @@ from avlops.models.vla import (
     PAD_TOKEN_ID,
     SOT_TOKEN_ID,
     AudioConfig,
-    CaptionStyle,
     VLAConfig,
     VLAModel,
     audio_type_weight,
     text_token_mask,
 )
+from avlops.objective import CaptionStyle
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 

@@ -14,9 +14,9 @@ import torch
 from serving_data import Deployment
 
 from avlops.data.schema import ClipRecord
-from avlops.losses import Similarity
 from avlops.modality import ModalityGroup
 from avlops.models.vla import TextFeatures, VLAOutput, audio_type_weight, fuse_audiovisual
+from avlops.objective import Similarity
 from avlops.preprocessing.clip import preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.text import tokenize

@@ -8,7 +8,7 @@ import pytest
 
 from avlops.config import ConfigError, load_section
 from avlops.modality import ModalityGroup
-from avlops.models.vla import CaptionStyle
+from avlops.objective import CaptionStyle
 from avlops.training.params import TrainConfig, model_config_path, resolve
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"

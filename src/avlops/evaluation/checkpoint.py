@@ -18,8 +18,8 @@ from safetensors.torch import load_model as load_weights
 
 from avlops.config import ConfigError
 from avlops.fileio import read_json_object
-from avlops.losses import ObjectiveConfig
 from avlops.models.vla import VLAConfig, VLAModel
+from avlops.objective import ObjectiveConfig
 from avlops.training.checkpoint import (
     CHECKPOINT_DIR,
     META_NAME,

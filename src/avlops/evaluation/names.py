@@ -26,10 +26,12 @@ __all__ = [
     "all_metric_names",
     "backward",
     "caption_key",
+    "caption_task_key",
     "forward",
     "higher_is_better",
     "is_metric",
     "retrieval_key",
+    "retrieval_task_key",
 ]
 
 
@@ -55,12 +57,22 @@ def backward(modality: Modality) -> str:
     return f"{modality.value}2t"
 
 
+def retrieval_task_key(task: str, dsl: bool = False) -> str:
+    """A retrieval task's key (``retrieval/t2v``; ``retrieval-dsl/t2v`` after dual softmax)."""
+    return f"{RETRIEVAL_DSL if dsl else RETRIEVAL}/{task}"
+
+
+def caption_task_key(modality: Modality) -> str:
+    """A captioning task's key (``captioning/av``)."""
+    return f"{CAPTIONING}/{modality.value}"
+
+
 def retrieval_key(task: str, metric: str, dsl: bool = False) -> str:
-    return f"{RETRIEVAL_DSL if dsl else RETRIEVAL}/{task}/{metric}"
+    return f"{retrieval_task_key(task, dsl)}/{metric}"
 
 
 def caption_key(modality: Modality, metric: str) -> str:
-    return f"{CAPTIONING}/{modality.value}/{metric}"
+    return f"{caption_task_key(modality)}/{metric}"
 
 
 def all_metric_names() -> tuple[str, ...]:

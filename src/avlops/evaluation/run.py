@@ -27,7 +27,14 @@ from avlops.evaluation.blessing import Verdict, bless, write_verdict
 from avlops.evaluation.captioning import decode_tokens, require_java, score_caption_sets
 from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
 from avlops.evaluation.dataset import EvalSet, MismatchError, load_eval_set
-from avlops.evaluation.names import backward, caption_key, forward, retrieval_key
+from avlops.evaluation.names import (
+    backward,
+    caption_key,
+    caption_task_key,
+    forward,
+    retrieval_key,
+    retrieval_task_key,
+)
 from avlops.evaluation.params import EvaluateConfig
 from avlops.evaluation.results import (
     TOP_K,
@@ -87,9 +94,9 @@ def plan(
             f"only 1 clip of split {split} can be retrieved" if len(data.clips_with(m)) < 2 else None
         )
         if reason:
-            skipped[f"retrieval/{forward(m)}"] = reason
+            skipped[retrieval_task_key(forward(m))] = reason
             if cfg.backward:
-                skipped[f"retrieval/{backward(m)}"] = reason
+                skipped[retrieval_task_key(backward(m))] = reason
         else:
             retrieval.append(m)
     for m in cfg.captioning:
@@ -97,7 +104,7 @@ def plan(
         if reason is None and loaded.objective.caption is None:
             reason = "the model was trained without a caption objective (objective.caption is null)"
         if reason:
-            skipped[f"captioning/{m.value}"] = reason
+            skipped[caption_task_key(m)] = reason
         else:
             captioning.append(m)
     if not retrieval and not captioning:
@@ -193,9 +200,9 @@ def evaluate(loaded: LoadedModel, data: EvalSet, cfg: EvaluateConfig, progress: 
             ):
                 if r is not None:
                     metrics.update({retrieval_key(name, k, dsl): v for k, v in recall_metrics(r).items()})
-            tasks[f"retrieval/{forward(m)}"] = {"queries": o.queries, "gallery": o.gallery}
+            tasks[retrieval_task_key(forward(m))] = {"queries": o.queries, "gallery": o.gallery}
             if cfg.backward:
-                tasks[f"retrieval/{backward(m)}"] = {"queries": o.gallery, "gallery": o.queries}
+                tasks[retrieval_task_key(backward(m))] = {"queries": o.gallery, "gallery": o.queries}
 
     captions = {m: _caption(loaded, data, m, cfg, max_len) for m in caption_groups}
     if captions:
@@ -203,7 +210,7 @@ def evaluate(loaded: LoadedModel, data: EvalSet, cfg: EvaluateConfig, progress: 
         scores = score_caption_sets(references, {m.value: generated for m, generated in captions.items()})
         for m, generated in captions.items():
             metrics.update({caption_key(m, k): v for k, v in scores[m.value].items()})
-            tasks[f"captioning/{m.value}"] = {"clips": len(generated)}
+            tasks[caption_task_key(m)] = {"clips": len(generated)}
 
     notes = [f"device {loaded.device}"]
     if data.truncated:
@@ -264,14 +271,16 @@ def _not_asked(cfg: EvaluateConfig) -> dict[str, str]:
     out: dict[str, str] = {}
     for m in Modality:
         if m not in cfg.retrieval:
-            out[f"retrieval/{forward(m)}"] = out[f"retrieval/{backward(m)}"] = "not asked for (evaluate.retrieval)"
+            out[retrieval_task_key(forward(m))] = out[retrieval_task_key(backward(m))] = (
+                "not asked for (evaluate.retrieval)"
+            )
         elif not cfg.backward:
-            out[f"retrieval/{backward(m)}"] = "not asked for (evaluate.backward)"
+            out[retrieval_task_key(backward(m))] = "not asked for (evaluate.backward)"
         if cfg.dual_softmax is False:
             for task in (forward(m), backward(m)):
-                out[f"retrieval-dsl/{task}"] = "not asked for (evaluate.dual_softmax)"
+                out[retrieval_task_key(task, dsl=True)] = "not asked for (evaluate.dual_softmax)"
         if m not in cfg.captioning:
-            out[f"captioning/{m.value}"] = "not asked for (evaluate.captioning)"
+            out[caption_task_key(m)] = "not asked for (evaluate.captioning)"
     return out
 
 

@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from avlops.evaluation.dataset import EvalSet
 from avlops.evaluation.retrieval import Scorer
-from avlops.losses import ObjectiveConfig
 from avlops.modality import Modality, ModalityGroup
 from avlops.models.vla import TextFeatures, VLAModel, VLAOutput, fuse_audiovisual
+from avlops.objective import ObjectiveConfig
 from avlops.task import Batch, GroupFeatures, group_features, similarity_matrix
 
 __all__ = ["Encoded", "RetrievalTask", "dsl_scale", "encode", "make_scorer", "retrieval_task"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from avlops.config import load_yaml, override
 from avlops.data.synth import MANIFEST, generate_corpus
-from avlops.evaluation.names import caption_key, retrieval_key
+from avlops.evaluation.names import caption_key, forward, retrieval_key
 from avlops.evaluation.params import EvaluateConfig
 from avlops.evaluation.results import read_metrics
 from avlops.evaluation.run import run_evaluation
@@ -34,7 +34,7 @@ from avlops.modality import Modality
 from avlops.preprocessing.run import preprocess_manifest
 from avlops.training.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from avlops.training.loop import train
-from avlops.training.params import TrainConfig, model_config_path, resolve
+from avlops.training.params import TrainConfig, model_config_path, plain, resolve
 
 __all__ = [
     "CAPTION_COLUMNS",
@@ -101,7 +101,7 @@ def train_config(base: TrainConfig, variant: Variant, seed: int, models_dir: Pat
     """The recipe ``base`` changed as ``variant`` says, with ``seed``; derived model YAMLs go to ``models_dir``."""
     cfg = override(base, seed=seed)
     if variant is Variant.VIDEO_ONLY:
-        objective = dict(cfg.objective)
+        objective: dict[str, Any] = plain(cfg.objective)
         objective["groups"] = ["tv"]
         objective["caption"] = {**dict(objective.get("caption") or {}), "groups": ["tv"]}
         objective.pop("audio_self", None)  # an audio-only term: the video-only arm never sees audio
@@ -254,7 +254,7 @@ def plot_results(result: ExperimentResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     panels = (
-        ("text→X retrieval R@1 (%)", [retrieval_key(f"t2{m.value}", "R@1") for m in Modality]),
+        ("text→X retrieval R@1 (%)", [retrieval_key(forward(m), "R@1") for m in Modality]),
         ("captioning CIDEr", [caption_key(m, "CIDEr") for m in Modality]),
     )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

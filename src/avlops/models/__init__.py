@@ -5,7 +5,6 @@
 
 from avlops.models.vla import (
     AudioConfig,
-    CaptionStyle,
     DecoderConfig,
     MaskedFeatures,
     TextConfig,
@@ -19,7 +18,6 @@ from avlops.models.vla import (
 
 __all__ = [
     "AudioConfig",
-    "CaptionStyle",
     "DecoderConfig",
     "MaskedFeatures",
     "TextConfig",

@@ -1,18 +1,14 @@
-"""ONNX export of each encoder on its own, with a dynamic batch axis.
+"""Each encoder as an exportable module of its own: plain tensors in and out, in a fixed order.
 
-Each wrapper is a tiny ``nn.Module`` whose ``forward`` takes and returns plain tensors in a fixed order; its
-``INPUT_NAMES`` / ``OUTPUT_NAMES`` are the graph's tensor names, defined once here for export, serving configs and
-clients. Every input and output has the batch as axis 0; the other axes are fixed by the example inputs
-(text length, frames, slices, image and fbank sizes).
+Each wrapper is a tiny ``nn.Module`` whose ``forward`` takes and returns plain tensors; its ``INPUT_NAMES`` /
+``OUTPUT_NAMES`` name the graph's tensors (the serving contract uses the same names). Every input and output has the
+batch as axis 0. The one ONNX exporter is :func:`avlops.serving.export.export_graph`, which the registry uses.
 """
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from avlops.models.vla import VLAModel
@@ -23,7 +19,6 @@ __all__ = [
     "EncoderExport",
     "TextEncoderExport",
     "VideoEncoderExport",
-    "export_onnx",
 ]
 
 
@@ -78,58 +73,3 @@ class AudioVisualEncoderExport(EncoderExport):
     def forward(self, frames: Tensor, fbank: Tensor, type_weight: Tensor, has_audio: Tensor) -> tuple[Tensor, Tensor]:
         out = self.model.encode_audiovisual(frames, fbank, type_weight, has_audio)
         return out.feats, out.mask
-
-
-def export_onnx(
-    module: EncoderExport,
-    example_inputs: tuple[Tensor, ...],
-    path: str | Path,
-    *,
-    dynamo: bool = True,
-    opset: int = 18,
-) -> Path:
-    """Export ``module`` (in eval mode) to ``path`` with axis 0 of every input and output dynamic.
-
-    ``dynamo=True`` uses ``torch.export`` (the default exporter since torch 2.9); ``dynamo=False`` the legacy
-    TorchScript exporter (faster to run, deprecated). Example inputs with batch 1 are repeated to batch 2, so the
-    exporter cannot specialise the batch axis to 1.
-    """
-    if len(example_inputs) != len(module.INPUT_NAMES):
-        raise ValueError(f"{type(module).__name__} takes {module.INPUT_NAMES}, got {len(example_inputs)} inputs")
-    inputs = tuple(torch.cat([x, x]) if x.shape[0] == 1 else x for x in example_inputs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # every input shares the one batch Dim; torch.export notes that it names the axis once
-            warnings.filterwarnings("ignore", message=".*axis name: batch will not be used.*")
-            if dynamo:
-                batch = torch.export.Dim("batch", min=1)
-                torch.onnx.export(
-                    module,
-                    inputs,
-                    str(path),
-                    input_names=list(module.INPUT_NAMES),
-                    output_names=list(module.OUTPUT_NAMES),
-                    dynamic_shapes=tuple({0: batch} for _ in inputs),
-                    opset_version=opset,
-                    dynamo=True,
-                    verbose=False,
-                )
-            else:
-                axes = {name: {0: "batch"} for name in (*module.INPUT_NAMES, *module.OUTPUT_NAMES)}
-                torch.onnx.export(
-                    module,
-                    inputs,
-                    str(path),
-                    input_names=list(module.INPUT_NAMES),
-                    output_names=list(module.OUTPUT_NAMES),
-                    dynamic_axes=axes,
-                    opset_version=opset,
-                    dynamo=False,
-                )
-    finally:
-        module.train(was_training)
-    return path

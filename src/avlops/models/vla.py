@@ -20,7 +20,6 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, NamedTuple
 
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avlops.dataclass_config import config_from_dict
+from avlops.objective import CaptionStyle
 
 __all__ = [
     "AUDIO_TYPE_WEIGHTS",
@@ -38,7 +38,6 @@ __all__ = [
     "AudioConfig",
     "AudioEncoder",
     "CaptionDecoder",
-    "CaptionStyle",
     "DecoderConfig",
     "MaskedFeatures",
     "TextConfig",
@@ -73,18 +72,6 @@ def audio_type_weight(audio_type: str) -> float:
         return AUDIO_TYPE_WEIGHTS[str(audio_type)]
     except KeyError:
         raise ValueError(f"unknown audio type {audio_type!r}; expected one of {sorted(AUDIO_TYPE_WEIGHTS)}") from None
-
-
-class CaptionStyle(Enum):
-    """How the caption decoder is trained, which fixes how it decodes.
-
-    ``MASKED`` (VALOR MGC): inputs have tokens replaced by ``[MASK]`` and each masked position predicts its own token;
-    decoding feeds ``[SOT] t1 … t_k [MASK]`` and reads the last position. ``NEXT_TOKEN``: plain causal LM; decoding
-    feeds ``[SOT] t1 … t_k`` and reads the last position.
-    """
-
-    MASKED = "masked"
-    NEXT_TOKEN = "next_token"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from avlops.config import StrictModel
 
-__all__ = ["PIPELINE_VERSION", "PreprocessConfig", "SamplingMode"]
+__all__ = ["PIPELINE_VERSION", "PreprocessConfig", "SamplingMode", "StorageDType"]
 
 #: Bumped whenever a change in this package changes the tensors it writes; part of the config hash, so shards
 #: written by an older version are redone instead of being resumed.
@@ -30,6 +30,13 @@ class SamplingMode(StrEnum):
     BY_SPLIT = "by_split"  # train split: random frame/slice per segment; val and test: the middle one
     TRAIN = "train"  # random everywhere
     EVAL = "eval"  # middle everywhere
+
+
+class StorageDType(StrEnum):
+    """How frames and fbanks are stored in the shards."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
 
 
 class PreprocessConfig(StrictModel):
@@ -65,7 +72,7 @@ class PreprocessConfig(StrictModel):
     shard_size: int = Field(
         32, ge=1, le=100_000, description="clips per shard (~85 MB train, ~170 MB eval at the 224 px defaults)"
     )
-    dtype: str = Field("float32", pattern="^(float32|float16)$", description="storage dtype of frames and fbanks")
+    dtype: StorageDType = Field(StorageDType.FLOAT32, description="storage dtype of frames and fbanks")
     workers: int = Field(0, ge=0, description="worker processes; 0 = one per CPU core, 1 = in this process")
 
     @model_validator(mode="after")

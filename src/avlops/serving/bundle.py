@@ -19,8 +19,8 @@ from avlops.serving.contract import ModelSpec, Sizes, repository_models
 from avlops.serving.params import BatchingConfig, SearchSimilarity, ServingLimits
 
 if TYPE_CHECKING:
-    from avlops.losses import ObjectiveConfig
     from avlops.models.vla import VLAModel
+    from avlops.objective import ObjectiveConfig
 
 __all__ = [
     "BUNDLE_NAME",
@@ -77,7 +77,7 @@ class ServingBundle:
         return SearchSimilarity(self.similarity)
 
     def objective_config(self) -> ObjectiveConfig:
-        from avlops.losses import ObjectiveConfig
+        from avlops.objective import ObjectiveConfig
 
         return ObjectiveConfig.from_dict(self.objective)
 

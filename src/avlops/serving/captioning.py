@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from avlops.evaluation.captioning import decode_tokens
-from avlops.losses import CaptionObjective, ObjectiveConfig
 from avlops.modality import ModalityGroup
 from avlops.models.vla import VLAConfig, VLAModel
+from avlops.objective import CaptionObjective, ObjectiveConfig
 from avlops.preprocessing.text import get_tokenizer
 from avlops.serving.contract import ModelSpec, Tensors, encode_texts
 from avlops.serving.encoders import onnx_session

@@ -23,9 +23,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from avlops.losses import ObjectiveConfig, Similarity
 from avlops.modality import ModalityGroup
 from avlops.models.vla import AUDIO_TYPE_WEIGHTS, TextFeatures, VLAModel, VLAOutput, fuse_audiovisual
+from avlops.objective import ObjectiveConfig, Similarity
 from avlops.preprocessing.shards import load_shard, read_index, read_record
 from avlops.serving.contract import ModelSpec, Tensors, encode_texts
 from avlops.serving.handler import Arrays, Handler, InputError, stack

@@ -199,7 +199,7 @@ CAPTION = "caption"
 
 class Tensors:
     """The tensor names, once. Client-facing inputs are raw (text, encoded media, decoded arrays); the encoders' names
-    are the ONNX graphs' (and ``avlops.models.export``'s).
+    are the ONNX graphs' (the ``avlops.models.export`` wrappers' names).
 
     Text travels as UTF-8 bytes in UINT8 tensors, zero-padded to the longest item of a request (:func:`encode_texts`,
     :func:`decode_texts`), not as Triton BYTES: with numpy 2 the python backend's stub corrupts BYTES tensors

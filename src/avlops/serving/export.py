@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avlops.losses import ObjectiveConfig
 from avlops.models.export import AudioEncoderExport, EncoderExport, TextEncoderExport, VideoEncoderExport
 from avlops.models.vla import EOT_TOKEN_ID, SOT_TOKEN_ID, VLAModel
+from avlops.objective import ObjectiveConfig
 from avlops.serving.captioning import OnnxStepModel, generate_from_features
 from avlops.serving.contract import AUDIO_ENCODER, TEXT_ENCODER, VIDEO_ENCODER, ModelSpec, Sizes, Tensors
 from avlops.serving.encoders import OnnxEncoder
@@ -39,6 +39,7 @@ __all__ = [
     "check_encoder_parity",
     "export_decoder_step",
     "export_encoder",
+    "export_graph",
 ]
 
 _T = Tensors
@@ -65,13 +66,17 @@ class DecoderStepExport(nn.Module):
         return self.model.caption_logits(tokens, memory, memory_mask, last)
 
 
-def _export(
+def export_graph(
     module: nn.Module,
     inputs: tuple[Tensor, ...],
     names: tuple[tuple[str, ...], tuple[str, ...]],
     axes: dict[str, dict[int, str]],
     path: Path,
 ) -> Path:
+    """Export ``module`` (in eval mode) to ONNX at ``path``: tensors named ``names`` (inputs, outputs), ``axes`` the
+    dynamic axes by tensor name. The one exporter of the project (the legacy TorchScript-based one; see above)."""
+    if len(inputs) != len(names[0]):
+        raise ValueError(f"{type(module).__name__} takes {names[0]}, got {len(inputs)} inputs")
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
@@ -124,7 +129,7 @@ def export_encoder(model: VLAModel, spec: ModelSpec, sizes: Sizes, path: Path) -
         for n in (_T.TOKENS, _T.TOKEN_FEATS, _T.TOKEN_MASK):
             axes[n] = {0: "batch", 1: "length"}
     wrapper = ENCODER_WRAPPERS[spec.name](model)
-    return _export(wrapper, tuple(inputs[n] for n in names[0]), names, axes, path)
+    return export_graph(wrapper, tuple(inputs[n] for n in names[0]), names, axes, path)
 
 
 def export_decoder_step(model: VLAModel, sizes: Sizes, path: Path) -> Path:
@@ -141,7 +146,7 @@ def export_decoder_step(model: VLAModel, sizes: Sizes, path: Path) -> Path:
         "memory_mask": {0: "batch", 1: "items"},
         "logits": {0: "batch"},
     }
-    return _export(DecoderStepExport(model), inputs, (STEP_INPUTS, STEP_OUTPUTS), axes, path)
+    return export_graph(DecoderStepExport(model), inputs, (STEP_INPUTS, STEP_OUTPUTS), axes, path)
 
 
 @dataclass(frozen=True)

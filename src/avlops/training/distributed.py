@@ -24,7 +24,6 @@ from torch import Tensor
 __all__ = [
     "DistEnv",
     "all_gather_with_grad",
-    "all_reduce_mean",
     "barrier",
     "broadcast_flag",
     "cleanup",
@@ -117,15 +116,6 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
         return torch.cat(parts, dim=0)
     out: Tensor = _AllGather.apply(x)  # type: ignore[no-untyped-call]
     return out
-
-
-def all_reduce_mean(x: Tensor, env: DistEnv) -> Tensor:
-    """The mean of ``x`` over the ranks (a copy; ``x`` itself alone)."""
-    if not env.distributed:
-        return x
-    y = x.clone()
-    dist.all_reduce(y, op=dist.ReduceOp.SUM)
-    return y / env.world_size
 
 
 def broadcast_flag(value: bool, env: DistEnv, src: int = 0) -> bool:

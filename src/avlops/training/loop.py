@@ -31,9 +31,9 @@ from torch.utils.checkpoint import checkpoint as checkpoint_fn
 from tqdm import tqdm
 
 from avlops.fileio import exclusive_lock, write_json_atomic
-from avlops.losses import ObjectiveConfig
 from avlops.models.pretrained import load_clip_state_dict, read_state_dict
 from avlops.models.vla import ResidualAttentionBlock, VLAModel
+from avlops.objective import ObjectiveConfig
 from avlops.task import Batch, Gather, LossOutput, compute_losses
 from avlops.training import distributed
 from avlops.training.checkpoint import (

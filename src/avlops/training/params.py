@@ -15,15 +15,17 @@ import json
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 
 from avlops.config import ConfigError, StrictModel, load_yaml
+from avlops.data.schema import Split
+from avlops.objective import ObjectiveConfig
 
 if TYPE_CHECKING:
-    from avlops.losses import ObjectiveConfig
     from avlops.models.vla import VLAConfig
+    from avlops.objective import ObjectiveConfig
 
 __all__ = [
     "MODEL_NAMES",
@@ -94,20 +96,31 @@ class MetricsConfig(StrictModel):
     job: str = "avlops-train"
 
 
+def _objective(value: Any) -> ObjectiveConfig:
+    """``objective:`` as written in YAML (a mapping) -> the typed config; unknown keys and bad values name the key."""
+    return value if isinstance(value, ObjectiveConfig) else ObjectiveConfig.from_dict(value)
+
+
+#: The objective as a config field: parsed strictly when the config loads, recorded as plain JSON values.
+Objective = Annotated[
+    ObjectiveConfig, BeforeValidator(_objective), PlainSerializer(lambda o: plain(o), return_type=dict[str, Any])
+]
+
+
 class TrainConfig(StrictModel):
     """One training run: model, objective, optimiser, schedule, batch, length and checkpointing."""
 
     model: str = Field("tiny", description="a configs/model name (tiny, small, base) or a path to a model YAML")
     pretrained: str | None = Field(None, description="CLIP weights (safetensors or .pt) loaded before step 0")
-    objective: dict[str, Any] = Field(
-        default_factory=dict, description="avlops.losses.ObjectiveConfig fields; {} = VALOR's defaults"
+    objective: Objective = Field(
+        default_factory=ObjectiveConfig, description="avlops.objective.ObjectiveConfig fields; {} = VALOR's defaults"
     )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     data: str | None = Field(None, description="`avlops preprocess` output folder; the --data flag overrides it")
     out: str | None = Field(None, description="run folder (checkpoints, metrics); the --out flag overrides it")
-    split: str = Field("train", description="shards of this split are trained on")
+    split: Split = Field(Split.TRAIN, description="shards of this split are trained on")
     batch_size: int = Field(32, ge=2, description="global batch: split evenly over the data-parallel ranks")
     steps: int | None = Field(None, ge=1, description="optimizer steps; a run needs one of steps and epochs")
     epochs: float | None = Field(None, gt=0, description="passes over the split (partial last batches dropped)")
@@ -180,8 +193,7 @@ class ResolvedTrain:
 def resolve(cfg: TrainConfig, search: tuple[Path, ...] = ()) -> ResolvedTrain:
     """Load the model YAML and parse the objective; a bad value (or no run length) raises :class:`ConfigError`
     naming the key."""
-    from avlops.losses import ObjectiveConfig  # torch: imported when a run starts, not when params.yaml is read
-    from avlops.models.vla import VLAConfig
+    from avlops.models.vla import VLAConfig  # torch: imported when a run starts, not when params.yaml is read
 
     if cfg.steps is None and cfg.epochs is None:
         raise ConfigError("steps, epochs: a run needs one of them (how long to train)")
@@ -190,11 +202,7 @@ def resolve(cfg: TrainConfig, search: tuple[Path, ...] = ()) -> ResolvedTrain:
         model = VLAConfig.from_dict(load_yaml(path))
     except ValueError as err:
         raise ConfigError(f"{path}: {err}") from err
-    try:
-        objective = ObjectiveConfig.from_dict(cfg.objective)
-    except ValueError as err:
-        raise ConfigError(f"objective: {err}") from err
-    return ResolvedTrain(cfg, model, objective)
+    return ResolvedTrain(cfg, model, cfg.objective)
 
 
 def plain(obj: Any) -> Any:
