@@ -18,10 +18,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from avlops.registry.register import Registration
+    from serving_data import Deployment
 
 
 def _frames(n: int, size: int) -> np.ndarray:
@@ -188,3 +193,45 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------ a tiny real deployment (serving, registry)
+
+
+@pytest.fixture(scope="session")
+def one_thread() -> Iterator[None]:
+    """One torch thread for the session (requested by the serving and registry tests' autouse fixtures)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    """Corpus, data, checkpoint, blessed verdict and catalogue (read-only: copy what a test changes)."""
+    from serving_data import make_deployment  # torch and the whole library: only for the tests that use it
+
+    return make_deployment(tmp_path_factory.mktemp("deployment"))
+
+
+@pytest.fixture
+def register(deployment: Deployment, tmp_path: Path) -> Callable[..., Registration]:
+    """``register(repository=tmp_path / "registry", **register_model kwargs)``: the deployment's checkpoint."""
+    from avlops.registry.params import RegisterConfig
+    from avlops.registry.register import register_model
+
+    def run(repository: Path | None = None, config: dict[str, Any] | None = None, **kwargs: Any) -> Registration:
+        cfg = RegisterConfig.model_validate({"repository": str(repository or tmp_path / "registry"), **(config or {})})
+        kwargs.setdefault("data_dir", deployment.data)
+        return register_model(
+            kwargs.pop("checkpoint", deployment.checkpoint),
+            kwargs.pop("eval_dir", deployment.eval_dir),
+            kwargs.pop("catalogue", deployment.catalogue),
+            cfg,
+            **kwargs,
+        )
+
+    return run

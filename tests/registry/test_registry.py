@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving_data import Deployment, write_verdict_for
 
 import avlops.registry.register as register_module
 import avlops.registry.store as store_module
@@ -21,6 +20,7 @@ from avlops.serving.bundle import load_model
 from avlops.serving.catalogue import Catalogue
 from avlops.serving.contract import SEARCH, TEXT_ENCODER, repository_models
 from avlops.serving.model_repository import parse_config
+from serving_data import Deployment, write_verdict_for
 
 Register = Callable[..., Registration]
 

@@ -21,7 +21,7 @@ from avlops.data.schema import parse_record
 from avlops.features.params import FeaturesConfig
 from avlops.features.tables import entity_frame, metadata_table, stats_table, write_part
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")
 T1 = pd.Timestamp("2024-02-01T00:00:00Z")
 CLIPS: list[dict[str, Any]] = [

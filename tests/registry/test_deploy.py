@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serving_data import Deployment
 
 from avlops.registry.deploy import deploy_and_query
 from avlops.registry.params import RegisterConfig
 from avlops.registry.store import Registry
+from serving_data import Deployment
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
