@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from avlops.data.media import MediaError, probe
 from avlops.data.schema import AudioType, ClipRecord, MediaPathError, RecordError, parse_record, resolve_media
+from avlops.fileio import write_atomic
 
 __all__ = [
     "CheckReport",
@@ -226,20 +226,15 @@ def check_manifest(path: Path, **kwargs: Any) -> CheckReport:
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write JSON Lines to ``path`` through a temporary file and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    """Write JSON Lines to ``path`` atomically (:func:`avlops.fileio.write_atomic`): readers never see half a file."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a manifest is as readable as any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, write)
 
 
 def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:

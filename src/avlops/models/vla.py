@@ -14,6 +14,8 @@ Shapes: B batch, L text length, F frames, S audio slices, M mel bins, T fbank fr
 width, N tokens, V decoder vocabulary.
 """
 
+# long: the whole model in one file, read top to bottom (STYLE.md: one model family, one file)
+
 from __future__ import annotations
 
 import dataclasses

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 
-from avlops.fileio import write_atomic
+from avlops.fileio import read_json_object, write_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -231,18 +231,15 @@ def load_shard(path: Path, expected_hash: str | None = None) -> ShardData:
 def read_record(path: Path) -> dict[str, Any] | None:
     """A shard's JSON record, or None when it is missing or unreadable (the shard then counts as not done)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return read_json_object(path, what="shard record")
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
 
 
 def read_index(out: Path) -> dict[str, Any]:
     """``index.json`` of a finished output folder; raises FileNotFoundError while a run is incomplete."""
     path = out / INDEX_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no index (the preprocessing run has not finished)")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json_object(path, what="index", hint=" (the preprocessing run has not finished)")
     if data.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format {data.get('format_version')!r}, expected {FORMAT_VERSION}")
-    return dict(data)
+    return data

@@ -23,7 +23,6 @@ A crash leaves at most version folders without a card; the next registration rem
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -32,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from avlops.fileio import exclusive_lock, write_bytes_atomic, write_json_atomic
+from avlops.fileio import exclusive_lock, read_json_object, write_bytes_atomic, write_json_atomic
 
 __all__ = ["ALIAS_PATTERN", "CHAMPION", "Registry", "RegistryError"]
 
@@ -90,13 +89,13 @@ class Registry:
         path = self.cards / str(version) / "card.json"
         if not path.is_file():
             raise RegistryError(f"{self.root}: no version {version} (registered: {self.versions() or 'none'})")
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        return read_json_object(path, what="model card", error=RegistryError)
 
     def aliases(self) -> dict[str, int]:
         path = self.root / "registry.json"
         if not path.is_file():
             return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_object(path, what="registry file", error=RegistryError)
         return {str(k): int(v) for k, v in data.get("aliases", {}).items()}
 
     def resolve(self, ref: str | int) -> int:

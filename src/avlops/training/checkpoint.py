@@ -32,6 +32,8 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from avlops.fileio import read_json_object
+
 __all__ = [
     "CHECKPOINT_DIR",
     "Checkpoint",
@@ -69,11 +71,7 @@ class Checkpoint:
     step: int
 
     def meta(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.path / META_NAME).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{self.path}: unreadable {META_NAME}: {err}") from err
-        return dict(data)
+        return read_json_object(self.path / META_NAME, what=META_NAME, error=CheckpointError, missing=CheckpointError)
 
 
 def list_checkpoints(root: Path) -> list[Checkpoint]:
