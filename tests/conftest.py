@@ -200,7 +200,9 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def one_thread() -> Iterator[None]:
-    """One torch thread for the session (requested by the serving and registry tests' autouse fixtures)."""
+    """One torch thread for the rest of the session: the 2 cores are shared (with a server's model processes too),
+    tiny tensors gain nothing from more threads, and runs compared bit for bit need the same thread count. The
+    training, evaluation, serving and registry tests request it for all their tests."""
     import torch
 
     before = torch.get_num_threads()

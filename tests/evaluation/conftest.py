@@ -5,11 +5,9 @@ copy them (``evaluation_data.copy_data``) to damage them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from evaluation_data import REPO, TINY_PREPROCESS
 
 from avlops.config import load_yaml
@@ -21,12 +19,8 @@ from avlops.training.params import TrainConfig
 
 
 @pytest.fixture(autouse=True, scope="session")
-def one_thread() -> Iterator[None]:
+def _evaluation_one_thread(one_thread: None) -> None:
     """Single-threaded, as the training tests: the 2 shared cores gain nothing on tiny tensors."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from training_data import write_dataset
 
 from avlops.training.params import TrainConfig
 
 
 @pytest.fixture(autouse=True, scope="session")
-def one_thread() -> Iterator[None]:
+def _training_one_thread(one_thread: None) -> None:
     """Single-threaded for the whole session (so module fixtures too): the machine's 2 cores are shared, tiny ops gain
     nothing from more threads, and runs compared bit for bit must use the same thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
