@@ -1,4 +1,5 @@
-"""The manifest run: quarantine of every bad-input case, stats and index, determinism, resume after a crash."""
+"""The manifest run (preprocessing/run.py) and the per-clip transform it calls (preprocessing/clip.py): quarantine of
+every bad-input case, stats and index, determinism, resume after a crash."""
 
 from __future__ import annotations
 
