@@ -104,3 +104,18 @@ def test_a_run_survives_a_round_trip_through_json_with_nan() -> None:
     again = AnalysisRun.model_validate_json(run.model_dump_json())
     assert math.isnan(again.metrics[0].measurements[0].value[0])
     assert again.metrics[0].measurements[0].phase == Phase.INCONCLUSIVE
+
+
+def test_prometheus_unreachable_is_a_measurement_error() -> None:
+    from avlops.rollout.controller import prometheus_provider
+    from avlops.serving.server import free_port
+
+    metric = _metric()
+    provider = prometheus_provider(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(MeasurementError, match="unreachable"):
+        provider(metric, {})
+    template = AnalysisTemplate(name="t", metrics=(metric,))
+    run = AnalysisRun.begin(template, 0, {}, now=0.0)
+    run.step_once(template, provider, now=0.0)
+    assert run.metrics[0].measurements[0].phase == Phase.ERROR
+    assert run.phase == Phase.ERROR  # inconclusiveLimit 0: one error ends the metric, never a success

@@ -97,14 +97,19 @@ def test_bad_specs_are_refused_naming_the_field(tmp_path: Path, change: Any, mes
 
 def test_an_argument_without_a_value_must_be_given_by_the_step(tmp_path: Path) -> None:
     data = _base()
-    data["analysisTemplates"][1]["args"] = [{"name": "k"}]
+    data["analysisTemplates"][1]["args"][0] = {"name": "k"}
     with pytest.raises(ConfigError, match=r"template 'canary-quality' needs values for args \['k'\]"):
         load_rollout(_write(tmp_path, data))
     data["strategy"]["canary"]["steps"][1]["analysis"]["args"] = [{"name": "k", "value": 10}]
     spec = load_rollout(_write(tmp_path, data))
     step = spec.steps[1].analysis
     assert step is not None
-    assert spec.resolved_args(step, spec.template("canary-quality"), {}) == {"k": "10"}
+    runtime = {"canary-version": "4", "stable-version": "3", "canary-cluster": "green"}
+    assert spec.resolved_args(step, spec.template("canary-quality"), runtime) == {
+        "k": "10",
+        "canary-version": "4",
+        "stable-version": "3",
+    }
 
 
 def test_durations() -> None:

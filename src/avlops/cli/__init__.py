@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         features,
         preprocess,
         register,
+        rollout,
         serve,
         train,
     )
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register(sub)
     register.register(sub)
     serve.register(sub)
+    rollout.register(sub)
     experiment.register(sub)
     demo.register(sub)
     return parser

@@ -4,6 +4,7 @@ Layout of a registry folder (local by default; the same tree is what a Triton po
 
     registry.json                     aliases ({"champion": 3, "challenger": 4}); written atomically
     versions/<V>/card.json            the model card; its presence is what makes version V registered
+    versions/<V>/status.json          what a rollout concluded (failed with its reasons, or promoted), if any
     models/                           the local Triton model repository (avlops serve points Triton here)
       <model>/<V>/                    version V of a model: model.py, serving.json, model.onnx, weights, catalogue
       <model>/configs/v<V>.pbtxt      the configuration serving version V (Triton's --model-config-name=v<V>)
@@ -121,6 +122,23 @@ class Registry:
 
     def model_names(self, version: int) -> list[str]:
         return list(self.card(version)["models"])
+
+    def blessed(self, version: int) -> bool:
+        """Whether the evaluation verdict recorded in the version's card blessed it."""
+        blessing = self.card(version).get("evaluation", {}).get("blessing", {})
+        return bool(isinstance(blessing, dict) and blessing.get("blessed") is True)
+
+    def status(self, version: int) -> dict[str, Any]:
+        """What rollouts concluded about a version (``versions/<V>/status.json``): ``{}`` when nothing yet, else
+        ``{"status": "failed" | "promoted", "reasons": [...], "rollout": id, "at": time}``."""
+        self.card(version)  # an unknown version is an error, not an empty status
+        path = self.cards / str(version) / "status.json"
+        return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}
+
+    def set_status(self, version: int, status: str, reasons: list[str], **extra: Any) -> None:
+        """Record a rollout's conclusion about ``version`` (atomically; the card itself never changes)."""
+        self.card(version)
+        write_json_atomic(self.cards / str(version) / "status.json", {"status": status, "reasons": reasons, **extra})
 
     # -- writing ------------------------------------------------------------------------------------------------
     @contextlib.contextmanager

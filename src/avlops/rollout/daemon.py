@@ -123,4 +123,5 @@ class Daemon:
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.is_file():
             return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        text = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return text[-4000:]  # one line can be huge (Envoy prints its whole configuration on a config error)

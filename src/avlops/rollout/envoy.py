@@ -64,8 +64,25 @@ def envoy_binary() -> Path:
     return Path(found)
 
 
-def _cluster(name: str, up: Upstream, *, http2: bool) -> dict[str, Any]:
-    port = up.grpc_port if http2 else up.http_port
+def _endpoints(up: Upstream, port: int, priority: int) -> dict[str, Any]:
+    return {
+        "priority": priority,
+        "lb_endpoints": [
+            {
+                "endpoint": {
+                    "address": {"socket_address": {"address": up.host, "port_value": port}},
+                    "health_check_config": {"port_value": up.http_port},
+                }
+            }
+        ],
+    }
+
+
+def _cluster(name: str, own: Upstream, other: Upstream, *, http2: bool) -> dict[str, Any]:
+    """A slot's cluster: its own server at priority 0 and the other slot's at priority 1, so requests routed to a
+    slot whose server is dead or unready (failed health checks), and retries of requests it dropped, are served by
+    the other server instead of failing while the controller reacts."""
+    port = (lambda u: u.grpc_port) if http2 else (lambda u: u.http_port)
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
@@ -73,18 +90,9 @@ def _cluster(name: str, up: Upstream, *, http2: bool) -> dict[str, Any]:
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {"socket_address": {"address": up.host, "port_value": port}},
-                                "health_check_config": {"port_value": up.http_port},
-                            }
-                        }
-                    ]
-                }
-            ],
+            "endpoints": [_endpoints(own, port(own), 0), _endpoints(other, port(other), 1)],
+            # all of priority 0's share moves to priority 1 as soon as its host is unhealthy
+            "policy": {"overprovisioning_factor": 100},
         },
         "health_checks": [
             {
@@ -97,7 +105,7 @@ def _cluster(name: str, up: Upstream, *, http2: bool) -> dict[str, Any]:
                 "http_health_check": {"path": "/v2/health/ready"},
             }
         ],
-        # A cluster with no healthy host gets no traffic: keep Envoy from spreading to unhealthy hosts (panic mode).
+        # never send traffic to a host that fails its health check (no panic routing)
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
     }
     if http2:
@@ -122,6 +130,14 @@ def _route(prefix_clusters: list[str], *, grpc: bool) -> dict[str, Any]:
             }
         ],
         "host_selection_retry_max_attempts": 3,
+        # a retry goes to the other priority (the other slot's server) when the first attempt's host failed
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": _TYPE + "retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        },
     }
     if grpc:
         retry["retry_on"] = "unavailable,reset,refused-stream,connect-failure,internal"
@@ -170,9 +186,9 @@ def render_config(
     if set(upstreams) != set(SLOTS):
         raise EnvoyError(f"give an upstream for each slot {SLOTS}, got {sorted(upstreams)}")
     clusters = []
-    for slot in SLOTS:
-        clusters.append(_cluster(slot, upstreams[slot], http2=True))
-        clusters.append(_cluster(f"{slot}-http", upstreams[slot], http2=False))
+    for slot, other in zip(SLOTS, reversed(SLOTS), strict=True):
+        clusters.append(_cluster(slot, upstreams[slot], upstreams[other], http2=True))
+        clusters.append(_cluster(f"{slot}-http", upstreams[slot], upstreams[other], http2=False))
     hcm = {
         "@type": _TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
@@ -332,13 +348,19 @@ class EnvoyProxy:
                 out[slot] = int(entry["final_value"])
         return out
 
+    def active_requests(self, cluster: str) -> int:
+        """Requests in flight from Envoy to ``cluster`` now."""
+        name = f"cluster.{cluster}.upstream_rq_active"
+        data = json.loads(self._get(f"/stats?format=json&filter=^{urllib.parse.quote(name)}$"))
+        return int(sum(s.get("value", 0) for s in data.get("stats", []) if s.get("name") == name))
+
     def healthy(self) -> dict[str, bool]:
-        """Whether each gRPC cluster's server passes its active health check now."""
+        """Whether each slot's own server (priority 0 of its gRPC cluster) passes its active health check now."""
         data = json.loads(self._get("/clusters?format=json"))
         out: dict[str, bool] = {}
         for cluster in data.get("cluster_statuses", []):
             if cluster["name"] in SLOTS:
-                hosts = cluster.get("host_statuses", [])
+                hosts = [h for h in cluster.get("host_statuses", []) if h.get("priority", 0) == 0]  # its own
                 out[cluster["name"]] = bool(hosts) and all(
                     not h.get("health_status", {}).get("failed_active_health_check", False) for h in hosts
                 )

@@ -218,8 +218,9 @@ class AnalysisTemplate(_Spec):
         if len(set(names)) != len(names):
             raise ValueError(f"template {self.name!r}: metric names repeat: {names}")
         for metric in self.metrics:
+            allowed = declared | ({"track"} if metric.provider.compare is not None else set())
             for query in metric.provider.queries():
-                missing = set(PLACEHOLDER.findall(query)) - declared
+                missing = set(PLACEHOLDER.findall(query)) - allowed
                 if missing:
                     raise ValueError(
                         f"template {self.name!r}, metric {metric.name!r}: the query uses args {sorted(missing)} "

@@ -167,6 +167,18 @@ class TritonServer:
             cmd.append(f"--model-config-name={self.config_name}")
         return cmd
 
+    def launch(self, scratch: Path) -> tuple[list[str], dict[str, str]]:
+        """The command and environment that start this server, its backend folder made afresh under ``scratch``: for
+        a launcher that runs Triton detached and outlives this object (the rollout platform's slots). The ports must
+        be given (not 0)."""
+        if 0 in self.ports:
+            raise ServerError("launch() needs fixed ports: the caller records where the server listens")
+        home = triton_home()
+        shutil.rmtree(scratch / "backends", ignore_errors=True)
+        backends = _backend_dir(home, scratch / "backends")
+        self._endpoints = Endpoints(self.host, *self.ports)
+        return self.command(self._endpoints, backends), _environment(home)
+
     def start(self) -> Endpoints:
         if self.process is not None:
             return self.endpoints

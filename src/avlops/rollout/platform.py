@@ -1,0 +1,206 @@
+"""The local serving platform a rollout runs on: two Triton slots behind Envoy, a Prometheus and a Pushgateway.
+
+Everything lives in one folder (``artifacts/rollout`` by default): ``platform.json`` (the registry, the ports of
+every piece, and which version each slot serves), the pid files and logs of each process, Envoy's and Prometheus's
+configuration and data. Ports are chosen once, at :func:`up`: each slot keeps its gRPC / HTTP / metrics ports for
+its whole life, so Envoy's configuration never changes and a canary started later in a slot is found where Envoy
+expects it. Every process binds 127.0.0.1 and runs detached; :func:`down` stops them all.
+
+A slot's server is Triton on the registry's ``v<V>`` configurations (model control off, restricted admin APIs, as
+``avlops serve`` runs it), started detached and ready when its ``/v2/health/ready`` answers 200 on a fresh
+connection.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from avlops.monitoring.prometheus import (
+    PrometheusServer,
+    Pushgateway,
+    TritonTarget,
+    rules_dir,
+    write_triton_targets,
+)
+from avlops.rollout.daemon import Daemon
+from avlops.rollout.envoy import SLOTS, EnvoyProxy, Upstream
+from avlops.serving.server import TritonServer, free_port
+
+__all__ = ["Platform", "PlatformError", "SlotPorts", "down", "load", "up"]
+
+
+class PlatformError(RuntimeError):
+    """The platform is not up, already up, or a piece of it could not start."""
+
+
+class SlotPorts(BaseModel):
+    grpc: int
+    http: int
+    metrics: int
+
+
+class Platform(BaseModel):
+    """``platform.json``: where everything is. ``tracks[slot]`` is ``stable`` / ``canary``; ``versions[slot]`` the
+    registry version it serves (absent: the slot is empty)."""
+
+    workdir: str
+    registry: str
+    envoy_port: int
+    envoy_admin_port: int
+    prometheus_port: int
+    pushgateway_port: int
+    slots: dict[str, SlotPorts]
+    versions: dict[str, int] = {}
+    tracks: dict[str, str] = {}
+
+    # -- handles ------------------------------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.workdir)
+
+    def envoy(self) -> EnvoyProxy:
+        ups = {s: Upstream("127.0.0.1", p.grpc, p.http) for s, p in self.slots.items()}
+        return EnvoyProxy(self.root, self.envoy_port, self.envoy_admin_port, ups)
+
+    def prometheus(self) -> PrometheusServer:
+        return PrometheusServer(self.root, self.prometheus_port)
+
+    def pushgateway(self) -> Pushgateway:
+        return Pushgateway(self.root, self.pushgateway_port)
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def pushgateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.pushgateway_port}"
+
+    @property
+    def address(self) -> str:
+        """The one address clients use, gRPC and HTTP, whatever the split."""
+        return f"127.0.0.1:{self.envoy_port}"
+
+    def server(self, slot: str) -> Daemon:
+        return Daemon(self.root, f"triton-{slot}")
+
+    def slot_of(self, track: str) -> str | None:
+        return next((s for s, t in self.tracks.items() if t == track and s in self.versions), None)
+
+    def free_slot(self) -> str:
+        for slot in SLOTS:
+            if slot not in self.versions:
+                return slot
+        raise PlatformError(f"both slots serve a version ({self.versions}): a rollout is already under way")
+
+    def grpc(self, slot: str) -> str:
+        return f"127.0.0.1:{self.slots[slot].grpc}"
+
+    # -- changes ------------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        path = self.root / "platform.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=1))
+        os.replace(tmp, path)
+
+    def write_targets(self) -> None:
+        targets = [
+            TritonTarget(f"127.0.0.1:{self.slots[s].metrics}", s, self.tracks[s], v) for s, v in self.versions.items()
+        ]
+        write_triton_targets(self.root, targets)
+
+    def start_server(self, slot: str, version: int, track: str, timeout_s: float = 300.0) -> None:
+        """Serve ``version`` in ``slot`` with a detached Triton server and wait until it is ready; record it.
+
+        The slot's process is ``tritonserver`` itself (model control off, restricted admin APIs, as ``avlops
+        serve`` runs it), so stopping or killing the slot reaches the server and its python-backend stubs."""
+        p = self.slots[slot]
+        server = TritonServer(
+            Path(self.registry) / "models",
+            config_name=f"v{version}",
+            grpc_port=p.grpc,
+            http_port=p.http,
+            metrics_port=p.metrics,
+        )
+        cmd, env = server.launch(self.root / "slots" / slot)
+        self.server(slot).start(cmd, lambda: _ready(p.http), timeout_s=timeout_s, env=env)
+        self.versions[slot] = version
+        self.tracks[slot] = track
+        self.save()
+        self.write_targets()
+
+    def stop_server(self, slot: str) -> None:
+        self.server(slot).stop(timeout_s=60)
+        self.versions.pop(slot, None)
+        self.tracks.pop(slot, None)
+        self.save()
+        self.write_targets()
+
+    def set_track(self, slot: str, track: str) -> None:
+        self.tracks[slot] = track
+        self.save()
+        self.write_targets()
+
+
+def _ready(http_port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
+        return bool(r.status == 200)
+
+
+def load(workdir: Path) -> Platform:
+    path = Path(workdir) / "platform.json"
+    if not path.is_file():
+        raise PlatformError(f"{workdir}: no platform is up (avlops rollout up starts one)")
+    return Platform.model_validate_json(path.read_text())
+
+
+def up(workdir: Path, registry: Path, version: int, *, envoy_port: int = 0) -> Platform:
+    """Start the Pushgateway, the stable server on ``version`` (slot blue), Envoy and Prometheus."""
+    workdir = Path(workdir).resolve()
+    if (workdir / "platform.json").is_file():
+        raise PlatformError(f"{workdir}: a platform is already up (avlops rollout down stops it)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    platform = Platform(
+        workdir=str(workdir),
+        registry=str(Path(registry).resolve()),
+        envoy_port=envoy_port or free_port(),
+        envoy_admin_port=free_port(),
+        prometheus_port=free_port(),
+        pushgateway_port=free_port(),
+        slots={s: SlotPorts(grpc=free_port(), http=free_port(), metrics=free_port()) for s in SLOTS},
+    )
+    platform.save()
+    try:
+        platform.pushgateway().start()
+        platform.start_server(SLOTS[0], version, "stable")
+        envoy = platform.envoy()
+        envoy.start()
+        envoy.set_weights({SLOTS[0]: 100, SLOTS[1]: 0})
+        platform.prometheus().start(
+            envoy_admin=f"127.0.0.1:{platform.envoy_admin_port}",
+            pushgateway=f"127.0.0.1:{platform.pushgateway_port}",
+            rules=rules_dir(),
+        )
+    except BaseException:
+        down(workdir)
+        raise
+    return platform
+
+
+def down(workdir: Path) -> None:
+    """Stop every process of the platform in ``workdir`` and forget it (data and logs stay)."""
+    workdir = Path(workdir)
+    path = workdir / "platform.json"
+    if not path.is_file():
+        return
+    platform = load(workdir)
+    platform.prometheus().stop()
+    platform.envoy().stop()
+    for slot in SLOTS:
+        platform.server(slot).stop(timeout_s=60)
+    platform.pushgateway().stop()
+    path.replace(workdir / "platform.down.json")
