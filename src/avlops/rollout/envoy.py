@@ -82,7 +82,10 @@ def _cluster(name: str, own: Upstream, other: Upstream, *, http2: bool) -> dict[
     """A slot's cluster: its own server at priority 0 and the other slot's at priority 1, so requests routed to a
     slot whose server is dead or unready (failed health checks), and retries of requests it dropped, are served by
     the other server instead of failing while the controller reacts."""
-    port = (lambda u: u.grpc_port) if http2 else (lambda u: u.http_port)
+
+    def port(u: Upstream) -> int:
+        return u.grpc_port if http2 else u.http_port
+
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
