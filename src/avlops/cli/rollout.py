@@ -78,6 +78,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add("abort", "abort the current rollout: canary weight 0, canary stopped, version marked failed").set_defaults(
         handler=_abort
     )
+    render = rsub.add_parser(
+        "render",
+        help="write the Kubernetes kustomize tree (Argo Rollout, AnalysisTemplates, monitoring, KServe) for a version",
+    )
+    render.add_argument("--out", type=Path, required=True, help="folder to write (base/, overlays/cpu|gpu, kserve/)")
+    render.add_argument("--version", type=int, required=True, help="the version to roll out")
+    render.add_argument("--stable-version", type=int, required=True, help="the version serving now")
+    render.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
+    render.add_argument("--canary-percent", type=int, default=20, help="KServe's canaryTrafficPercent")
+    render.set_defaults(handler=_render)
+
     history = add("history", "past rollouts and how they ended")
     history.add_argument("--json", action="store_true")
     history.set_defaults(handler=_history)
@@ -256,4 +267,23 @@ def _history(args: argparse.Namespace) -> int:
         print(f"{when}  {s.id}  version {s.version} over {s.stable_version}  {s.phase.value} after {took}{why}")
     if not states:
         print("no rollout finished yet")
+    return ExitCode.OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    from avlops.monitoring.prometheus import rules_dir
+    from avlops.rollout.kubernetes import render_tree
+    from avlops.rollout.spec import load_rollout
+
+    spec = load_rollout(args.spec)
+    folders = render_tree(
+        args.out,
+        spec,
+        rules_dir(),
+        version=args.version,
+        stable_version=args.stable_version,
+        canary_percent=args.canary_percent,
+    )
+    for folder in folders:
+        print(f"kubectl kustomize {folder}")
     return ExitCode.OK
