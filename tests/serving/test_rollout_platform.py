@@ -24,6 +24,8 @@ import yaml
 from serving_data import Deployment
 
 from avlops.cli import main
+from avlops.monitoring.prometheus import PrometheusClient
+from avlops.monitoring.report import dashboard_panels
 from avlops.registry.params import RegisterConfig
 from avlops.registry.register import register_model
 from avlops.registry.store import Registry
@@ -32,6 +34,8 @@ from avlops.rollout.platform import Platform, down, load
 from avlops.serving.client import ServingClient, ServingError
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "infra" / "dashboards" / "avlops-rollout.json"
 
 SPEC = {
     "name": "test",
@@ -254,6 +258,14 @@ def test_a_healthy_canary_is_promoted_even_when_its_controller_is_killed_and_res
     )
     assert world.cli("history") == 0
     assert "version 2 over 1  Promoted" in capsys.readouterr().out
+    # the dashboard's expressions have data from this rollout, and the report plots them
+    client = PrometheusClient(p.prometheus_url)
+    with_data = {panel.title for panel in dashboard_panels(DASHBOARD) if client.query(panel.expr)}
+    assert {"Traffic share by track", "gRPC error ratio by track", "Latency p99 by track (Envoy)"} <= with_data
+    out = world.workdir.parent / "report"
+    assert main(["monitor", "report", "--workdir", str(world.workdir), "--out", str(out)]) == 0
+    assert (out / "verdicts.png").read_bytes().startswith(b"\x89PNG")
+    assert len(list(out.glob("*.png"))) == len(dashboard_panels(DASHBOARD)) + 1
 
 
 def test_a_canary_failing_a_share_of_requests_is_rolled_back(world: World, capsys: pytest.CaptureFixture[str]) -> None:

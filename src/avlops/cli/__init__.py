@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         evaluate,
         experiment,
         features,
+        monitor,
         preprocess,
         register,
         rollout,
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.register(sub)
     serve.register(sub)
     rollout.register(sub)
+    monitor.register(sub)
     experiment.register(sub)
     demo.register(sub)
     return parser

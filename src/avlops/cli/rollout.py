@@ -200,7 +200,7 @@ def _status(args: argparse.Namespace) -> int:
         print("no rollout yet")
         return ExitCode.OK
     summary = state_summary(state)
-    summary["controller_running"] = controller.controller_running()
+    summary["controller_pid"] = controller.controller_running()
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return ExitCode.OK
@@ -215,7 +215,8 @@ def _status(args: argparse.Namespace) -> int:
         for name, m in run["metrics"].items():
             values = ", ".join("/".join(f"{v:.4g}" for v in vs) or "-" for vs in m["values"])
             print(f"    {name}: {m['phase']} [{values}]")
-    print(f"  controller {'running' if summary['controller_running'] else 'not running'}")
+    pid = summary["controller_pid"]
+    print(f"  controller running (pid {pid})" if pid else "  controller not running (avlops rollout resume)")
     for line in summary["events"]:
         print(f"  {line}")
     return ExitCode.OK

@@ -181,6 +181,10 @@ class PrometheusClient:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
 
+    def api(self, path: str, params: dict[str, str]) -> Any:
+        """The ``data`` of ``GET /api/v1/<path>``."""
+        return self._api(path, params)
+
     def _api(self, path: str, params: dict[str, str]) -> Any:
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         try:

@@ -181,12 +181,16 @@ class Controller:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def controller_running(self) -> bool:
+    def controller_running(self) -> int | None:
+        """The pid of the controller that runs now (recorded by :meth:`run` while it holds the lock), or None."""
+        from avlops.rollout.daemon import process_start_time
+
         try:
-            with self.lock():
-                return False
-        except RolloutError:
-            return True
+            record = json.loads((self.dir / "controller.json").read_text())
+        except (OSError, ValueError):
+            return None
+        pid = int(record["pid"])
+        return pid if process_start_time(pid) == record.get("start") else None
 
     def request(self, what: str) -> None:
         """Ask the running controller to ``promote``, ``promote-full`` or ``abort`` on its next tick."""
@@ -247,6 +251,10 @@ class Controller:
     def run(self, *, stop_when: Callable[[RolloutState], bool] | None = None) -> RolloutState:
         """Drive the current rollout until it is promoted or aborted (or ``stop_when`` says so, e.g. Paused)."""
         with self.lock():
+            from avlops.rollout.daemon import process_start_time
+
+            me = {"pid": os.getpid(), "start": process_start_time(os.getpid())}
+            (self.dir / "controller.json").write_text(json.dumps(me))
             while True:
                 state = self.state()
                 if state is None:

@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["Daemon", "DaemonError"]
+__all__ = ["Daemon", "DaemonError", "process_start_time"]
 
 
 class DaemonError(RuntimeError):
     """A helper process could not be started or made ready; the message carries its log's end."""
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), None when no such live process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -56,7 +56,7 @@ class Daemon:
         pid = int(record["pid"])
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
-        return pid if _start_time(pid) == record.get("start") else None
+        return pid if process_start_time(pid) == record.get("start") else None
 
     def start(
         self,
@@ -81,7 +81,7 @@ class Daemon:
                 env=dict(env) if env is not None else None,
             )
         tmp = self.pid_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": process.pid, "start": _start_time(process.pid), "cmd": list(cmd)}))
+        tmp.write_text(json.dumps({"pid": process.pid, "start": process_start_time(process.pid), "cmd": list(cmd)}))
         os.replace(tmp, self.pid_path)
         deadline = time.monotonic() + timeout_s
         while True:
