@@ -133,7 +133,7 @@ class Registry:
         ``{"status": "failed" | "promoted", "reasons": [...], "rollout": id, "at": time}``."""
         self.card(version)  # an unknown version is an error, not an empty status
         path = self.cards / str(version) / "status.json"
-        return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}
+        return read_json_object(path, what="rollout status", error=RegistryError) if path.is_file() else {}
 
     def set_status(self, version: int, status: str, reasons: list[str], **extra: Any) -> None:
         """Record a rollout's conclusion about ``version`` (atomically; the card itself never changes)."""

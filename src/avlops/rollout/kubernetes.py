@@ -267,6 +267,50 @@ def _dump(path: Path, docs: list[dict[str, Any]] | dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump_all(items, sort_keys=False))
 
 
+_TARGETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # target: (the Triton container's resources, extra pod spec fields)
+    "cpu": ({"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"cpu": "4", "memory": "12Gi"}}, {}),
+    "gpu": (
+        {
+            "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1},
+            "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1},
+        },
+        {
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    ),
+}
+
+
+def _kustomization(resources: list[str], **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources, **extra}
+
+
+def _overlay(folder: Path, target: str, version: int) -> None:
+    resources, extra = _TARGETS[target]
+    # JSON patches: kustomize knows no merge keys for the Rollout custom resource, so a strategic merge would
+    # replace the whole container list
+    ops: list[dict[str, Any]] = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/resources", "value": resources}
+    ]
+    ops += [{"op": "add", "path": f"/spec/template/spec/{k}", "value": v} for k, v in extra.items()]
+    if target == "gpu":  # the GPU repository of the registry: same versions, configs rendered for GPUs
+        claim = "/spec/template/spec/volumes/0/persistentVolumeClaim/claimName"
+        ops.append({"op": "replace", "path": claim, "value": "avl-registry-gpu"})
+    _dump(folder / "rollout-patch.yaml", ops)
+    rollout_target = {"group": "argoproj.io", "version": "v1alpha1", "kind": "Rollout", "name": APP}
+    _dump(
+        folder / "kustomization.yaml",
+        _kustomization(
+            ["../../base"],
+            labels=[{"pairs": {"avlops.io/target": target}, "includeSelectors": False}],
+            images=[{"name": IMAGE, "newTag": f"{target}-v{version}"}],
+            patches=[{"path": "rollout-patch.yaml", "target": rollout_target}],
+        ),
+    )
+
+
 def render_tree(
     out: Path, spec: RolloutSpec, rules_dir: Path, *, version: int, stable_version: int, canary_percent: int = 20
 ) -> list[Path]:
@@ -274,83 +318,18 @@ def render_tree(
     out = Path(out)
     base = out / "base"
     _dump(base / "rollout.yaml", rollout(spec, version, stable_version))
-    _dump(
-        base / "services.yaml",
-        [
-            _service(APP, ports=["http", "grpc"]),
-            _service(f"{APP}-stable", ports=["http", "grpc"]),
-            _service(f"{APP}-canary", ports=["http", "grpc"]),
-            _service(f"{APP}-metrics", ports=["metrics"]),
-        ],
-    )
+    services = [_service(n, ports=["http", "grpc"]) for n in (APP, f"{APP}-stable", f"{APP}-canary")]
+    _dump(base / "services.yaml", [*services, _service(f"{APP}-metrics", ports=["metrics"])])
     _dump(base / "analysis-templates.yaml", analysis_templates(spec))
     _dump(base / "monitoring.yaml", [service_monitor(), prometheus_rule(rules_dir)])
     resources = ["rollout.yaml", "services.yaml", "analysis-templates.yaml", "monitoring.yaml"]
-    _dump(
-        base / "kustomization.yaml",
-        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources},
-    )
+    _dump(base / "kustomization.yaml", _kustomization(resources))
     overlays = []
-    for target, resources_patch, extra in (
-        (
-            "cpu",
-            {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"cpu": "4", "memory": "12Gi"}},
-            {},
-        ),
-        (
-            "gpu",
-            {
-                "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1},
-                "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1},
-            },
-            {
-                "nodeSelector": {"nvidia.com/gpu.present": "true"},
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            },
-        ),
-    ):
-        folder = out / "overlays" / target
-        # JSON patches: kustomize knows no merge keys for the Rollout custom resource, so a strategic merge would
-        # replace the whole container list
-        ops: list[dict[str, Any]] = [
-            {"op": "replace", "path": "/spec/template/spec/containers/0/resources", "value": resources_patch}
-        ]
-        ops += [{"op": "add", "path": f"/spec/template/spec/{k}", "value": v} for k, v in extra.items()]
-        if target == "gpu":  # the GPU repository of the registry: same versions, configs rendered for GPUs
-            ops.append(
-                {
-                    "op": "replace",
-                    "path": "/spec/template/spec/volumes/0/persistentVolumeClaim/claimName",
-                    "value": "avl-registry-gpu",
-                }
-            )
-        _dump(folder / "rollout-patch.yaml", ops)
-        _dump(
-            folder / "kustomization.yaml",
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": ["../../base"],
-                "labels": [{"pairs": {"avlops.io/target": target}, "includeSelectors": False}],
-                "images": [{"name": IMAGE, "newTag": f"{target}-v{version}"}],
-                "patches": [
-                    {
-                        "path": "rollout-patch.yaml",
-                        "target": {"group": "argoproj.io", "version": "v1alpha1", "kind": "Rollout", "name": APP},
-                    }
-                ],
-            },
-        )
-        overlays.append(folder)
+    for target in _TARGETS:
+        _overlay(out / "overlays" / target, target, version)
+        overlays.append(out / "overlays" / target)
     kserve = out / "kserve"
     _dump(kserve / "inference-service.yaml", inference_service(version, canary_percent))
-    _dump(
-        kserve / "kustomization.yaml",
-        {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": ["inference-service.yaml"],
-        },
-    )
+    _dump(kserve / "kustomization.yaml", _kustomization(["inference-service.yaml"]))
     overlays.append(kserve)
     return overlays

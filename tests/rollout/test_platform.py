@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from serving_data import Deployment
 
 from avlops.cli import main
 from avlops.monitoring.prometheus import PrometheusClient
@@ -32,6 +31,7 @@ from avlops.registry.store import Registry
 from avlops.rollout.controller import Controller, RolloutState
 from avlops.rollout.platform import Platform, down, load
 from avlops.serving.client import ServingClient, ServingError
+from serving_data import Deployment
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
