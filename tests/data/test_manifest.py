@@ -181,3 +181,21 @@ def test_write_manifest_round_trips(tmp_path: Path) -> None:
     kept, problems = read_manifest(tmp_path / "m.jsonl")
     assert [k.record for k in kept] == records and not problems
     assert [k.line for k in kept] == [1, 2, 3]
+
+
+def test_a_bare_clean_manifest_name_goes_next_to_the_manifest(
+    dataset: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 12 point 3: `--clean-manifest clean.jsonl` was taken relative to the working directory and refused."""
+    manifest = dataset / "manifest.jsonl"
+    write_lines(manifest, LINES)
+    monkeypatch.chdir(tmp_path)  # somewhere else than the dataset
+    args = ["data", "check", "--manifest", str(manifest), "--max-bad-fraction", "0.9"]
+    assert main([*args, "--clean-manifest", "clean.jsonl"]) == ExitCode.OK
+    assert f"clean manifest: {dataset / 'clean.jsonl'} ({len(GOOD)} records)" in capsys.readouterr().out
+    assert [json.loads(x)["clip_id"] for x in (dataset / "clean.jsonl").read_text().splitlines()] == GOOD
+    assert not (tmp_path / "clean.jsonl").exists()
+    assert main([*args, "--clean-manifest", str(tmp_path / "elsewhere.jsonl")]) == ExitCode.USAGE
+    assert "give a bare file name to put it there" in capsys.readouterr().out
+    assert main([*args, "--clean-manifest", "manifest.jsonl"]) == ExitCode.USAGE
+    assert "would overwrite the manifest it checks" in capsys.readouterr().out

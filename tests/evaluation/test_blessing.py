@@ -11,7 +11,7 @@ from evaluation_data import REPO
 from pydantic import ValidationError
 
 from avlops.config import load_section
-from avlops.evaluation.blessing import bless, read_verdict, write_verdict
+from avlops.evaluation.blessing import NO_CHECKS, UNSAFE, bless, read_verdict, write_verdict
 from avlops.evaluation.names import all_metric_names
 from avlops.evaluation.params import BlessingConfig, EvaluateConfig
 from avlops.params import ProjectParams
@@ -61,10 +61,10 @@ def test_champion_checks_respect_direction_and_tolerance() -> None:
 
 def test_no_champion_skips_champion_checks_and_says_so() -> None:
     v = bless(METRICS, cfg(max_regression={"retrieval/t2av/R@1": 0.0}), "ck", champion=None)
-    assert v.blessed and v.checks == []
+    assert not v.blessed and v.checks == []  # nothing else was checked: fail closed
     assert "no champion to compare with: 1 champion check(s) skipped" in v.reasons
     w = bless(METRICS, cfg(max_regression={"retrieval/t2a/R@1": 0.0}), "ck", champion={"retrieval/t2av/R@1": 1.0})
-    assert w.blessed and "retrieval/t2a/R@1: the champion has no value; champion check skipped" in w.reasons
+    assert not w.blessed and "retrieval/t2a/R@1: the champion has no value; champion check skipped" in w.reasons
 
 
 def test_missing_metrics_fail_or_are_skipped() -> None:
@@ -73,12 +73,46 @@ def test_missing_metrics_fail_or_are_skipped() -> None:
     assert not v.blessed and v.checks[0].value is None
     assert v.reasons == ["retrieval/t2a/R@1 was not computed (threshold)"]
     s = bless(METRICS, cfg(**gate, missing="skip"), "ck")
-    assert s.blessed and s.checks == [] and "retrieval/t2a/R@1 was not computed: threshold check skipped" in s.reasons
+    assert not s.blessed and s.checks == [] and s.reasons[0] == NO_CHECKS
+    assert "retrieval/t2a/R@1 was not computed: threshold check skipped" in s.reasons
 
 
-def test_no_checks_blesses_and_says_nothing_was_checked() -> None:
-    v = bless(METRICS, BlessingConfig(), "ck")
-    assert v.blessed and v.reasons == ["no blessing checks are configured (evaluate.bless): blessed without conditions"]
+def test_no_checks_is_not_blessed_unless_the_unsafe_opt_out_is_set() -> None:
+    """Issue 12 point 1: with nothing to check, the gate used to bless "without conditions"."""
+    v = bless(METRICS, BlessingConfig(), "ck")  # defaults on, but no gallery size and no caption quality: no check
+    assert not v.blessed and v.checks == [] and v.reasons == [NO_CHECKS]
+    assert "evaluate.bless.thresholds" in NO_CHECKS and "--unsafe-bless-without-checks" in NO_CHECKS
+    u = bless(METRICS, cfg(unsafe_bless_without_checks=True), "ck")
+    assert u.blessed and u.reasons == [UNSAFE] and "UNSAFE" in UNSAFE
+    # the opt-out never overrides a failed check
+    f = bless(METRICS, cfg(unsafe_bless_without_checks=True, thresholds={"retrieval/t2av/R@1": {"min": 90}}), "ck")
+    assert not f.blessed
+
+
+NEAR_CHANCE = {  # a 15-clip gallery (chance 6.7 %) and captions that say nothing, as in issue 12
+    "retrieval/t2av/R@1": 8.0,
+    "retrieval/t2v/R@1": 7.0,
+    "captioning/av/CIDEr": 3.0,
+    "captioning/av/empty": 100.0,
+    "captioning/av/degenerate": 100.0,
+}
+TASKS = {"retrieval/t2av": {"queries": 30, "gallery": 15}, "retrieval/t2v": {"queries": 30, "gallery": 15}}
+
+
+def test_default_checks_are_relative_to_chance_and_refuse_empty_captions() -> None:
+    v = bless(NEAR_CHANCE, BlessingConfig(), "ck", tasks=TASKS)
+    assert not v.blessed and {c.kind for c in v.checks} == {"default"}
+    by = {c.metric: c for c in v.checks}
+    assert by["retrieval/t2av/R@1"].bound == pytest.approx(20.0)  # 3 x 100 / 15
+    assert "3x chance 6.667 % of a 15-clip gallery" in by["retrieval/t2av/R@1"].reason
+    assert not by["captioning/av/empty"].passed and not by["captioning/av/degenerate"].passed
+    good = {**NEAR_CHANCE, "retrieval/t2av/R@1": 80.0, "retrieval/t2v/R@1": 30.0}
+    good |= {"captioning/av/empty": 0.0, "captioning/av/degenerate": 0.0}
+    assert bless(good, BlessingConfig(), "ck", tasks=TASKS).blessed  # a default run can bless a good model
+    # a 2-clip gallery: 3 x chance would be 150 %; the bound is capped halfway between chance and 100 %
+    tiny = bless({"retrieval/t2v/R@1": 80.0}, BlessingConfig(), "ck", tasks={"retrieval/t2v": {"gallery": 2}})
+    assert tiny.checks[0].bound == 75.0 and tiny.blessed
+    assert bless(NEAR_CHANCE, cfg(defaults=None), "ck", tasks=TASKS).reasons == [NO_CHECKS]
 
 
 def test_config_rejects_unknown_metric_names_and_bad_bounds() -> None:
@@ -98,7 +132,7 @@ def test_config_rejects_unknown_metric_names_and_bad_bounds() -> None:
 
 def test_every_metric_name_is_accepted() -> None:
     names = all_metric_names()
-    assert len(names) == len(set(names)) == 2 * 6 * 6 + 3 * 4
+    assert len(names) == len(set(names)) == 2 * 6 * 6 + 3 * (4 + 5)
     cfg(thresholds={n: {"min": 0} for n in names})
 
 
@@ -127,3 +161,8 @@ def test_read_verdict_names_a_missing_or_broken_file(tmp_path: Path) -> None:
 def test_the_project_params_evaluate_section_loads() -> None:
     cfg = load_section(REPO / "params.yaml", None, ProjectParams).evaluate
     assert cfg.split == "test" and cfg.beam_size == 3 and cfg.bless.thresholds
+    assert cfg.bless.defaults is not None and not cfg.bless.unsafe_bless_without_checks
+    # the demo's thresholds still bless the demo model's figures (README: t2av R@1 ~80 %, CIDEr ~85, MedR 1)
+    demo = {"retrieval/t2av/R@1": 80.0, "retrieval/t2av/MedR": 1.0, "captioning/av/CIDEr": 85.0}
+    demo |= {"captioning/av/empty": 0.0, "captioning/av/degenerate": 0.0}
+    assert bless(demo, cfg.bless, "ck", tasks={"retrieval/t2av": {"queries": 30, "gallery": 15}}).blessed

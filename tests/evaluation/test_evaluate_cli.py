@@ -15,7 +15,7 @@ from evaluation_data import TINY_PREPROCESS, tiny_model_config, write_checkpoint
 
 from avlops.cli import main
 from avlops.evaluation.blessing import read_verdict
-from avlops.evaluation.names import CAPTION_METRICS, RETRIEVAL_METRICS, caption_key, retrieval_key
+from avlops.evaluation.names import CAPTION_METRICS, CAPTION_QUALITY, RETRIEVAL_METRICS, caption_key, retrieval_key
 from avlops.evaluation.results import read_metrics
 from avlops.modality import Modality
 from avlops.preprocessing.run import preprocess_manifest
@@ -42,7 +42,7 @@ def full_run(trained_run: Path, corpus: Path, tmp_path_factory: pytest.TempPathF
 
 def test_full_evaluation_writes_every_metric_the_verdict_and_the_report(full_run: tuple[int, str, Path]) -> None:
     code, stdout, out = full_run
-    assert code == 0, stdout
+    assert code == 1, stdout  # the default gate: a 6-step model is not well above chance (below)
     result = read_metrics(out)
     for m in Modality:
         for task in (f"t2{m.value}", f"{m.value}2t"):
@@ -54,8 +54,12 @@ def test_full_evaluation_writes_every_metric_the_verdict_and_the_report(full_run
     assert result.step == 6 and result.checkpoint.endswith("step-00000006")
 
     verdict = read_verdict(out / "blessing.json")
-    assert verdict.blessed and verdict.checkpoint == result.checkpoint and verdict.metrics_file == "metrics.json"
-    assert "BLESSED: no blessing checks are configured" in stdout
+    assert verdict.checkpoint == result.checkpoint and verdict.metrics_file == "metrics.json"
+    assert {c.kind for c in verdict.checks} == {"default"}
+    assert "NOT BLESSED: " in stdout and "BLESSED: no blessing checks" not in stdout
+    for m in Modality:
+        assert {caption_key(m, k) for k in CAPTION_QUALITY} <= set(result.metrics)
+    assert f"captions from av {result.metrics['captioning/av/empty']:.0f} % empty" in stdout
     assert f"report: {out / 'report.html'}" in stdout and "t2av  R@1/5/10" in stdout and "caption from av" in stdout
 
     html = (out / "report.html").read_text()
@@ -75,6 +79,7 @@ def test_baseline_comparison_and_champion_checks(
 ) -> None:
     _, _, first = full_run
     gate = {"thresholds": {"retrieval/t2av/R@1": {"min": 0}}, "max_regression": {"retrieval/t2av/R@1": 0.0}}
+    gate["defaults"] = None  # a 6-step model is not well above chance
     argv = ["evaluate", "--checkpoint", str(trained_run), "--data", str(corpus), "--out", str(tmp_path / "again")]
     argv += ["--params", str(params(tmp_path / "p.yaml", bless=gate)), "--captioning", "--no-progress"]
     argv += ["--baseline", str(first / "metrics.json"), "--champion", str(first / "metrics.json")]
@@ -91,7 +96,7 @@ def test_baseline_comparison_and_champion_checks(
 def test_not_blessed_exits_1_with_every_reason(
     trained_run: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gate = {"thresholds": {"retrieval/t2av/R@1": {"min": 100.5}, "captioning/av/CIDEr": {"min": 1}}}
+    gate = {"thresholds": {"retrieval/t2av/R@1": {"min": 100.5}, "captioning/av/CIDEr": {"min": 1}}, "defaults": None}
     argv = ["evaluate", "--checkpoint", str(trained_run), "--data", str(corpus), "--out", str(tmp_path / "e")]
     argv += ["--params", str(params(tmp_path / "p.yaml", bless=gate, captioning=[])), "--no-progress"]
     assert main(argv) == 1
@@ -101,6 +106,46 @@ def test_not_blessed_exits_1_with_every_reason(
     verdict = json.loads((tmp_path / "e" / "blessing.json").read_text())
     assert verdict["blessed"] is False and len(verdict["reasons"]) == 2
     assert [c["passed"] for c in verdict["checks"]] == [False, False] and verdict["checks"][1]["value"] is None
+
+
+def test_the_default_gate_fails_closed_and_the_opt_out_is_explicit(
+    full_run: tuple[int, str, Path], trained_run: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 point 1: `evaluate` without --params blessed a near-chance model "without conditions"."""
+    _, _, out = full_run
+    verdict = read_verdict(out)
+    r1 = next(c for c in verdict.checks if c.metric == "retrieval/t2av/R@1")
+    assert r1.bound == 60.0 and "3x chance 20 % of a 5-clip gallery" in r1.reason  # min(3 x 20, 50 + 20 / 2)
+    assert {c.metric for c in verdict.checks} >= {"captioning/av/empty", "captioning/av/degenerate"}
+    # no check at all (defaults off, no thresholds): not blessed, and the message says how to configure checks
+    argv = ["evaluate", "--checkpoint", str(trained_run), "--data", str(corpus), "--out", str(tmp_path / "e")]
+    argv += ["--params", str(params(tmp_path / "p.yaml", bless={"defaults": None})), "--captioning", "--no-progress"]
+    assert main(argv) == 1
+    said = capsys.readouterr().out
+    assert "NOT BLESSED: no blessing check ran" in said and "evaluate.bless.thresholds" in said
+    assert main([*argv, "--unsafe-bless-without-checks"]) == 0
+    assert "BLESSED: UNSAFE: no blessing check ran" in capsys.readouterr().out
+    assert read_verdict(tmp_path / "e").blessed
+
+
+def test_quarantined_clips_are_not_evaluated_on(
+    full_run: tuple[int, str, Path], trained_run: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 point 3: a clip that validation quarantined was evaluated on."""
+    _, _, first = full_run
+    victim = json.loads((first / "captions.jsonl").read_text().splitlines()[0])["clip_id"]
+    quarantine = tmp_path / "quarantine.jsonl"
+    quarantine.write_text(json.dumps({"clip_id": victim, "reasons": ["audio is silent where audio_type says sound"]}))
+    gate = {"defaults": None, "thresholds": {"retrieval/t2av/R@1": {"min": 0}}}
+    argv = ["evaluate", "--checkpoint", str(trained_run), "--data", str(corpus), "--out", str(tmp_path / "e")]
+    argv += ["--params", str(params(tmp_path / "p.yaml", bless=gate, quarantine=[str(quarantine)]))]
+    assert main([*argv, "--captioning", "av", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped 1 quarantined clip(s) from split 'test': 1 x audio is silent where audio_type says sound" in out
+    result = read_metrics(tmp_path / "e")
+    assert result.tasks["retrieval/t2av"]["gallery"] == 4 and result.tasks["captioning/av"] == {"clips": 4}
+    captioned = {json.loads(x)["clip_id"] for x in (tmp_path / "e" / "captions.jsonl").read_text().splitlines()}
+    assert victim not in captioned and len(captioned) == 4
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +168,7 @@ def test_audio_only_dataset_skips_the_video_tasks(
     audio_only: Path, trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["evaluate", "--checkpoint", str(trained_run), "--data", str(audio_only), "--out", str(tmp_path / "e")]
+    argv += ["--params", str(params(tmp_path / "p.yaml", bless={"defaults": None})), "--unsafe-bless-without-checks"]
     assert main([*argv, "--no-progress"]) == 0
     result = read_metrics(tmp_path / "e")
     assert result.tasks == {
@@ -169,6 +215,7 @@ def test_video_only_msrvtt_style_dataset_skips_the_audio_tasks(
     msrvtt_mute: Path, trained_run: Path, tmp_path: Path
 ) -> None:
     argv = ["evaluate", "--checkpoint", str(trained_run), "--data", str(msrvtt_mute), "--out", str(tmp_path / "e")]
+    argv += ["--params", str(params(tmp_path / "p.yaml", bless={"defaults": None})), "--unsafe-bless-without-checks"]
     assert main([*argv, "--no-progress"]) == 0
     result = read_metrics(tmp_path / "e")
     assert set(result.tasks) == {"retrieval/t2v", "retrieval/v2t", "captioning/v"}

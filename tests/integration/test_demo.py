@@ -27,7 +27,9 @@ TINY = {
         "resolution": 32, "frames": 2, "eval_frames": 2, "target_length": 128, "workers": 1, "shard_size": 4,
         "context_length": 16,
     },
-    "evaluate": {"beam_size": 1, "max_caption_len": 6, "bless": {"thresholds": {"retrieval/t2av/R@1": {"min": 0.0}}}},
+    # a 2-step model is not well above chance: the default checks are off, one threshold keeps the gate closed-safe
+    "evaluate": {"beam_size": 1, "max_caption_len": 6,
+                 "bless": {"defaults": None, "thresholds": {"retrieval/t2av/R@1": {"min": 0.0}}}},
     "train": {"model": "tiny", "steps": 2, "epochs": None, "batch_size": 4, "num_workers": 0, "checkpoint_every": 2,
               "metrics": {"log_every": 1}},
 }  # fmt: skip

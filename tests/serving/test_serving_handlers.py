@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from serving_data import Deployment
 
 from avlops.data.schema import ClipRecord
 from avlops.modality import ModalityGroup
@@ -29,6 +28,7 @@ from avlops.serving.pooling import ClipPool
 from avlops.serving.preprocess import ArrayPreprocess, MediaPreprocess, TextPreprocess
 from avlops.task import Batch, group_features, similarity_matrix
 from avlops.training.checkpoint import latest_checkpoint  # noqa: F401 - the deployment's run layout
+from serving_data import Deployment
 
 T = Tensors
 SIZES = Sizes(context=16, frames=2, resolution=32, slices=1, mel_bins=64, target_length=128, embed_dim=32)

@@ -114,3 +114,48 @@ def test_shards_that_do_not_fit_the_model(tiny_data: Path) -> None:
 def test_index_records_are_what_preprocess_writes(tiny_data: Path) -> None:
     index = json.loads((tiny_data / "index.json").read_text())
     assert {s["file"] for s in index["shards"]} == {"train-00000.safetensors", "train-00001.safetensors"}
+
+
+def test_quarantined_clips_are_not_trained_on(tiny_data: Path, tiny_model: VLAConfig, tmp_path: Path) -> None:
+    """Issue 12 point 3: clips that `data validate` quarantined stayed in the shards and were trained on."""
+    from avlops.data.exclusions import describe_dropped, read_exclusions
+
+    quarantine = tmp_path / "quarantine.jsonl"
+    rows = [
+        {"source": "stats.parquet", "line": 4, "clip_id": "clip0004", "reasons": ["audio is silent"]},
+        {"source": "stats.parquet", "line": 9, "clip_id": "clip0009", "reasons": ["audio is silent"]},
+        {"source": "manifest.jsonl", "line": 2, "clip_id": "clip0001", "reasons": ["caption also in split test"]},
+        {"source": "manifest.jsonl", "line": 30, "clip_id": None, "reasons": ["invalid JSON"]},
+        {"source": "manifest.jsonl", "line": 31, "clip_id": "elsewhere", "reasons": ["not in these shards"]},
+    ]
+    quarantine.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(ShardDataset(tiny_data, tiny_model)) == 16  # without the quarantine: every clip
+    exclude = read_exclusions([quarantine])
+    ds = ShardDataset(tiny_data, tiny_model, exclude=exclude)
+    assert len(ds) == 13 and sorted(ds.dropped) == ["clip0001", "clip0004", "clip0009"]
+    assert ds.fingerprint != ShardDataset(tiny_data, tiny_model).fingerprint  # a resumed run cannot mix the two
+    assert describe_dropped(ds.dropped, "split 'train'") == (
+        "dropped 3 quarantined clip(s) from split 'train': 2 x audio is silent; 1 x caption also in split test"
+    )
+    assert all(ds[(i, 0)]["frames"].shape == (2, 3, 32, 32) for i in range(len(ds)))  # every position readable
+    everything = {f"clip{i:04d}": "bad" for i in range(16)}
+    with pytest.raises(DataError, match="every 'train' clip is quarantined"):
+        ShardDataset(tiny_data, tiny_model, exclude=everything)
+
+
+def test_train_cli_drops_quarantined_clips_and_says_so(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from avlops.cli import main
+
+    quarantine = tmp_path / "q.jsonl"
+    quarantine.write_text(json.dumps({"clip_id": "clip0002", "reasons": ["audio is silent"]}) + "\n")
+    repo = Path(__file__).resolve().parents[2]
+    argv = ["train", "--config", str(repo / "configs/train/tiny.yaml"), "--data", str(tiny_data), "--steps", "1"]
+    argv += ["--num-workers", "0", "--no-progress", "--batch-size", "4"]
+    assert main([*argv, "--out", str(tmp_path / "a"), "--quarantine", str(quarantine)]) == 0
+    assert "dropped 1 quarantined clip(s) from split 'train': 1 x audio is silent" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert "no validation quarantine given" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "c"), "--quarantine", str(tmp_path / "none.jsonl")]) == 3
+    assert "none.jsonl: quarantine file not found" in capsys.readouterr().err

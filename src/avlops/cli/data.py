@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--params", type=Path, help="params.yaml to read the [check] section from")
     c.add_argument("--max-bad-fraction", type=float, help="fail when more than this fraction of records is bad")
     c.add_argument("--report-dir", type=Path, help="where summary.json and quarantine.jsonl go")
-    c.add_argument("--clean-manifest", type=Path, help="also write the kept records to this manifest (same folder)")
+    c.add_argument(
+        "--clean-manifest",
+        type=Path,
+        help="also write the kept records to this manifest; a bare file name goes next to --manifest (same folder)",
+    )
     c.add_argument("--no-decode", action="store_true", help="only open media, do not decode a frame")
     c.set_defaults(handler=run_check)
 
@@ -56,10 +60,20 @@ def run_check(args: argparse.Namespace) -> int:
     write_quarantine(report_dir / "quarantine.jsonl", report.problems)
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if args.clean_manifest:
-        if args.clean_manifest.resolve().parent != manifest.resolve().parent:
-            print("avlops: --clean-manifest must sit in the same folder as the manifest (paths are relative to it)")
+        clean: Path = args.clean_manifest
+        if not clean.is_absolute() and clean.parent == Path():  # a bare file name: next to the manifest
+            clean = manifest.parent / clean
+        if clean.resolve().parent != manifest.resolve().parent:
+            print(
+                f"avlops: --clean-manifest {clean} must sit in the same folder as the manifest {manifest} (media paths "
+                "are relative to it); give a bare file name to put it there"
+            )
             return ExitCode.USAGE
-        write_manifest(args.clean_manifest, report.records)
+        if clean.resolve() == manifest.resolve():
+            print(f"avlops: --clean-manifest {clean} would overwrite the manifest it checks; give another name")
+            return ExitCode.USAGE
+        write_manifest(clean, report.records)
+        print(f"clean manifest: {clean} ({len(report.records)} records)")
     for p in report.problems:
         print(f"bad record: {p.format()}")
     print(

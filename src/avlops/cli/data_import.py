@@ -20,6 +20,7 @@ from avlops.data.importers import (
     manifest_path,
     save_import,
 )
+from avlops.data.importers.splits import SplitAssignment, SplitError, assign_splits
 from avlops.data.params import CheckConfig
 from avlops.data.schema import AudioType, Split
 
@@ -63,6 +64,7 @@ _CSV = """Import an audio-caption CSV; the format is detected from the header:
 
 example:
   avlops data import csv --root datasets/audiocaps --csv train.csv --split train --audio-type nonverbal
+  avlops data import csv --root datasets/clotho --csv captions.csv --split-ratio 0.8:0.1:0.1 --seed 0
   avlops data import csv --root datasets/audiocaps --csv val.csv --split val --audio-pattern "Y{youtube_id}.wav"
 
 Clips are audio only. Rows with the wrong column count or bytes that are not UTF-8 are reported with their line.
@@ -79,10 +81,22 @@ non-empty line) becomes a clip; the clip_id is its relative path without suffix 
     talk.png + talk.wav + talk.txt   still image with separate audio: one clip
 
 example:
+  avlops data import folder --root datasets/mine --split-folders        # mine/train/..., mine/val/..., mine/test/...
+  avlops data import folder --root datasets/mine --split-ratio 0.8:0.1:0.1 --seed 0
+  avlops data import folder --root datasets/mine --split-file splits.csv   # lines: clip_id or media path,split
   avlops data import folder --root datasets/mine --split train --audio-type mixed
 
 Media: video .mp4 .mkv .webm .avi .mov .m4v .gif, images .jpg .jpeg .png .bmp .webp, audio .wav .flac .mp3 .m4a
 .aac .ogg .opus. Media without a .txt, a .txt without media and colliding clip_ids are reported.
+"""
+
+_SPLITS = """
+Splits (folder and csv): --split S puts every clip in S (default train); --split-folders takes it from a folder
+named train/, val/ (or validation/) or test/ on the media path; --split-file F from a file of 'name,split' lines or a
+JSON {name: split} (name: clip_id or media path relative to the root, with or without suffix); --split-ratio
+T:V:E deals clips out by ratio with --seed. Clips that share a caption (case- and whitespace-insensitive) or a media
+file are one group and never end up in two splits: dealt whole by ratio, or moved whole into the most held-out split
+asked for (reported). The counts per split are printed.
 """
 
 
@@ -99,6 +113,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bad-fraction", type=float, help="fail above this bad fraction (default: [check] or 0.05)")
     p.add_argument("--params", type=Path, help="params.yaml to read the [check] section from")
     p.add_argument("--no-decode", action="store_true", help="only open media, do not decode a frame")
+
+
+def _splits(p: argparse.ArgumentParser) -> None:
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--split", choices=[s.value for s in Split], help="every clip in this split (default train)")
+    how.add_argument("--split-folders", action="store_true", help="from train/ val/ test/ folders on the media path")
+    how.add_argument("--split-file", type=Path, help="'name,split' lines or JSON {name: split} (as given, or in root)")
+    how.add_argument("--split-ratio", metavar="T:V:E", help="deal clips out by ratio, e.g. 0.8:0.1:0.1")
+    p.add_argument("--seed", type=int, default=0, help="seed of --split-ratio (0)")
+
+
+def _assignment(args: argparse.Namespace) -> SplitAssignment:
+    if args.split_folders:
+        return SplitAssignment(mode="folders")
+    if args.split_file is not None:
+        path = args.split_file if args.split_file.is_file() else args.root / args.split_file
+        return SplitAssignment(mode="file", file=path)
+    if args.split_ratio is not None:
+        return SplitAssignment.parse_ratio(args.split_ratio, seed=args.seed)
+    return SplitAssignment(mode="fixed", split=Split(args.split or "train"))
 
 
 def register(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,19 +156,21 @@ def register(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--audio-dir", help="folder of <id>.wav files in the root (optional)")
     v.set_defaults(handler=run_valor, source="msrvtt")
 
-    c = isub.add_parser("csv", help="AudioCaps or Clotho caption CSV", description=_CSV, epilog=_OUTPUT)
+    c = isub.add_parser("csv", help="AudioCaps or Clotho caption CSV", description=_CSV + _SPLITS, epilog=_OUTPUT)
     c.formatter_class = raw
     _common(c)
     c.add_argument("--csv", type=Path, required=True, help="the captions CSV")
-    c.add_argument("--split", choices=[s.value for s in Split], default="train", help="(train)")
+    _splits(c)
     c.add_argument("--audio-dir", default="audio", help="folder of the audio files in the root (audio)")
     c.add_argument("--audio-pattern", help="audio file name from the row's {columns}")
     c.set_defaults(handler=run_csv)
 
-    f = isub.add_parser("folder", help="media files with same-named .txt captions", description=_FOLDER, epilog=_OUTPUT)
+    f = isub.add_parser(
+        "folder", help="media files with same-named .txt captions", description=_FOLDER + _SPLITS, epilog=_OUTPUT
+    )
     f.formatter_class = raw
     _common(f)
-    f.add_argument("--split", choices=[s.value for s in Split], default="train", help="(train)")
+    _splits(f)
     f.set_defaults(handler=run_folder)
 
 
@@ -161,36 +197,45 @@ def run_csv(args: argparse.Namespace) -> int:
         return import_captions_csv(
             args.root,
             find_annotation(args.csv, args.root),
-            split=Split(args.split),
+            split=Split.TRAIN,  # provisional: set by the split assignment
             audio_dir=args.audio_dir,
             audio_pattern=args.audio_pattern,
             audio_type=AudioType(args.audio_type),
             source=args.source,
         )
 
-    return _run(args, read)
+    return _run(args, read, splits=True)
 
 
 def run_folder(args: argparse.Namespace) -> int:
     def read() -> ImportResult:
-        split, audio_type = Split(args.split), AudioType(args.audio_type)
-        return import_folder(args.root, split=split, audio_type=audio_type, source=args.source)
+        return import_folder(args.root, split=Split.TRAIN, audio_type=AudioType(args.audio_type), source=args.source)
 
-    return _run(args, read)
+    return _run(args, read, splits=True)
 
 
-def _run(args: argparse.Namespace, read: Callable[[], ImportResult]) -> int:
-    """Validate the options, import, check and write; print every problem and the summary; apply the gate."""
+def _run(args: argparse.Namespace, read: Callable[[], ImportResult], splits: bool = False) -> int:
+    """Validate the options, import, assign splits, check and write; print every problem and the summary; apply
+    the gate."""
     cfg = override(load_section(args.params, "check", CheckConfig), max_bad_fraction=args.max_bad_fraction)
     root: Path = args.root
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root not found")
     manifest = manifest_path(root, args.manifest)
     try:
+        assignment = _assignment(args) if splits else None
         result = read()
+        split_report = assign_splits(result, assignment) if assignment is not None else None
+    except SplitError as err:
+        print(f"avlops: {err}", file=sys.stderr)
+        return ExitCode.USAGE if "not found" not in str(err) else ExitCode.INPUT
     except SourceError as err:
         print(f"avlops: {err}", file=sys.stderr)
         return ExitCode.INPUT
+    if split_report is not None:
+        for moved in split_report.moved:
+            print(f"moved: {moved}")
+        print(split_report.summary())
     report = save_import(result, root, manifest, decode=not args.no_decode)
     for p in report.problems:
         print(f"bad record: {p.format()}")

@@ -23,7 +23,8 @@ Evaluate a training checkpoint (--checkpoint: a checkpoints/step-N folder, or a 
 
 Tasks the data cannot support are skipped and listed (an audio-only dataset has no video tasks). Reference captions
 come from the manifest that index.json names (--manifest overrides). The blessing gate (evaluate.bless in --params:
-thresholds per metric, no regression against --champion) decides whether the model may be registered.
+default checks relative to chance, thresholds per metric, no regression against --champion) decides whether the model
+may be registered; it fails closed: when no check ran the model is not blessed.
 
 Writes into --out: metrics.json, blessing.json, captions.jsonl, examples.json, report.html, report.md, plots/.
 """
@@ -48,6 +49,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--params", type=Path, help="params.yaml to read the [evaluate] section from")
     p.add_argument("--manifest", type=Path, help="manifest with the reference captions (default: index.json's)")
     p.add_argument("--split", choices=["train", "val", "test"], help="split to evaluate (default test)")
+    p.add_argument(
+        "--quarantine",
+        type=Path,
+        action="append",
+        help="a quarantine.jsonl (from `avlops data validate`) whose clips are not evaluated on; repeatable",
+    )
     p.add_argument("--baseline", type=Path, help="a baseline model's metrics.json to compare against in the report")
     p.add_argument("--champion", type=Path, help="the current champion's metrics.json for the gate's champion checks")
     groups = ["v", "a", "av"]
@@ -59,6 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-dsl", action="store_true", help="skip the dual-softmax rows")
     p.add_argument("--truncate-captions", action="store_true", help="cut captions longer than the model's context")
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
+    p.add_argument(
+        "--unsafe-bless-without-checks",
+        action="store_true",
+        help="UNSAFE: bless the model even when no blessing check ran (by default that is NOT blessed)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run_evaluate)
 
@@ -76,6 +88,7 @@ def _config(args: argparse.Namespace) -> EvaluateConfig:
         out=path(args.out),
         manifest=path(args.manifest),
         split=args.split,
+        quarantine=None if args.quarantine is None else [*cfg.quarantine, *map(str, args.quarantine)],
         baseline=path(args.baseline),
         retrieval=_groups(args.retrieval),
         captioning=_groups(args.captioning),
@@ -88,11 +101,13 @@ def _config(args: argparse.Namespace) -> EvaluateConfig:
     )
     if args.champion is not None:
         cfg = override(cfg, bless=override(cfg.bless, champion=str(args.champion)))
+    if args.unsafe_bless_without_checks:
+        cfg = override(cfg, bless=override(cfg.bless, unsafe_bless_without_checks=True))
     return cfg
 
 
 def _headline(metrics: dict[str, float]) -> list[str]:
-    from avlops.evaluation.names import CAPTION_METRICS, caption_key, forward, retrieval_key
+    from avlops.evaluation.names import CAPTION_METRICS, CAPTION_QUALITY, caption_key, forward, retrieval_key
     from avlops.modality import Modality
 
     lines = []
@@ -108,6 +123,13 @@ def _headline(metrics: dict[str, float]) -> list[str]:
         if caption_key(m, "CIDEr") in metrics:
             values = "/".join(f"{metrics[caption_key(m, k)]:.1f}" for k in CAPTION_METRICS)
             lines.append(f"  caption from {m.value:<2} B@4/M/R/C {values}")
+        if caption_key(m, "empty") in metrics:
+            q = {k: metrics[caption_key(m, k)] for k in CAPTION_QUALITY}
+            lines.append(
+                f"  captions from {m.value:<2} {q['empty']:.0f} % empty, {q['repetitive']:.0f} % repetitive, "
+                f"{q['degenerate']:.0f} % degenerate; distinct-1/2 {q['distinct-1']:.0f}/{q['distinct-2']:.0f} %"
+                + ("  WARNING: captions that say nothing" if q["degenerate"] > 0 else "")
+            )
     return lines
 
 
@@ -129,6 +151,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print("\n".join(_headline(result.metrics)))
     for task, why in result.skipped.items():
         print(f"  skipped {task}: {why}")
+    for note in result.notes:
+        if note.startswith("dropped "):
+            print(f"  {note}")
+    if not cfg.quarantine:
+        print("  no validation quarantine given (--quarantine or evaluate.quarantine): every preprocessed clip used")
     print(f"{'BLESSED' if verdict.blessed else 'NOT BLESSED'}: " + "; ".join(verdict.reasons))
     print(f"report: {run.files['report_html']}  metrics: {run.files['metrics']}  verdict: {run.files['blessing']}")
     return ExitCode.OK if verdict.blessed else ExitCode.FAILED

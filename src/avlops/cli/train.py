@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data", type=Path, help="preprocessed folder (index.json + shards); default: the config's data")
     p.add_argument("--out", type=Path, help="run folder: checkpoints, metrics, result; default: the config's out")
     p.add_argument("--model", help="model config name (tiny, small, base) or YAML path")
+    p.add_argument(
+        "--quarantine",
+        type=Path,
+        action="append",
+        help="a quarantine.jsonl (from `avlops data validate`) whose clips are not trained on; repeatable",
+    )
     p.add_argument("--steps", type=int, help="optimizer steps (replaces epochs)")
     p.add_argument("--epochs", type=float, help="passes over the split (replaces steps)")
     p.add_argument("--batch-size", type=int, help="global batch size")
@@ -73,6 +79,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         precision=args.precision,
         num_workers=args.num_workers,
         checkpoint_every=args.checkpoint_every,
+        quarantine=None if args.quarantine is None else [*cfg.quarantine, *map(str, args.quarantine)],
     )
     if length:  # override() skips None values; steps and epochs replace each other
         cfg = build(TrainConfig, {**cfg.model_dump(), **length}, "command line")
@@ -121,6 +128,12 @@ def run_train(args: argparse.Namespace) -> int:
         f"{result.world_size} process(es) in {result.seconds:.1f} s: {result.samples_per_s:.1f} samples/s, "
         f"{100 * result.data_wait_share:.0f} % waiting for data"
     )
+    if result.dropped:
+        from avlops.data.exclusions import describe_dropped
+
+        print(describe_dropped(result.dropped, f"split {cfg.split!r}"))
+    elif not cfg.quarantine:
+        print("no validation quarantine given (--quarantine or train.quarantine): trained on every preprocessed clip")
     if loss:
         print(f"loss: {loss}")
     report = read_run(result.out_dir)

@@ -2,13 +2,18 @@
 
 :func:`bless` checks an evaluation's metrics against ``evaluate.bless`` (:class:`BlessingConfig`):
 
+* **default** checks (``evaluate.bless.defaults``, on unless set to null), relative to chance: every text->clip task's
+  R@1 at least ``r1_over_chance`` times chance (100 % / gallery size, capped halfway between chance and 100 %), and
+  per captioning group at most ``max_empty`` % empty and ``max_degenerate`` % degenerate generated captions;
 * **threshold** checks: ``metric >= min`` and/or ``metric <= max``;
 * **champion** checks: no worse than the current champion's value by more than the metric's tolerance — for
   higher-is-better metrics ``value >= champion - tolerance``, for MedR/MeanR ``value <= champion + tolerance``.
   Without a champion (the first model) these checks are skipped and the verdict says so.
 
 A check whose metric was not computed (a dataset without audio has no ``t2a``) fails, or is skipped with
-``missing: skip``. With no checks configured the model is blessed and the verdict says that nothing was checked.
+``missing: skip``. The gate fails closed: when no check ran (defaults off, no thresholds, no champion) the model is
+**not** blessed and the verdict says how to configure checks, unless ``unsafe_bless_without_checks`` is set
+(``--unsafe-bless-without-checks``), which blesses and says so loudly.
 The verdict lists every check and every reason and is stored as ``blessing.json`` beside ``metrics.json``::
 
     {"blessed": false,
@@ -28,16 +33,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from avlops.evaluation.names import higher_is_better
-from avlops.evaluation.params import BlessingConfig
+from avlops.evaluation.names import caption_key, forward, higher_is_better, retrieval_key, retrieval_task_key
+from avlops.evaluation.params import BlessingConfig, DefaultChecks
 from avlops.evaluation.results import METRICS_NAME
 from avlops.fileio import read_json_object, write_json_atomic
+from avlops.modality import Modality
 
-__all__ = ["BLESSING_NAME", "Check", "Verdict", "bless", "read_verdict", "write_verdict"]
+__all__ = ["BLESSING_NAME", "NO_CHECKS", "UNSAFE", "Check", "Verdict", "bless", "read_verdict", "write_verdict"]
 
 BLESSING_NAME = "blessing.json"
 
-CheckKind = Literal["threshold", "champion"]
+CheckKind = Literal["default", "threshold", "champion"]
+
+NO_CHECKS = (
+    "no blessing check ran, so the model is NOT blessed: keep the default checks (evaluate.bless.defaults), add "
+    "thresholds (evaluate.bless.thresholds in params.yaml, e.g. retrieval/t2av/R@1: {min: 20}, read with --params) "
+    "or a champion (--champion); --unsafe-bless-without-checks blesses an unchecked model"
+)
+UNSAFE = "UNSAFE: no blessing check ran and the model was blessed anyway (--unsafe-bless-without-checks)"
 
 
 @dataclass(frozen=True)
@@ -98,8 +111,12 @@ def _check(
     champion: float | None = None,
     tolerance: float | None = None,
     why: str | None = None,
+    what: str | None = None,
 ) -> Check:
-    what = kind if champion is None or tolerance is None else f"champion {_fmt(champion)}, tolerance {_fmt(tolerance)}"
+    if what is None:
+        what = (
+            kind if champion is None or tolerance is None else f"champion {_fmt(champion)}, tolerance {_fmt(tolerance)}"
+        )
     if value is None:
         passed, reason = False, f"{metric} was not computed{': ' + why if why else ''} ({what})"
     elif value >= bound if op == ">=" else value <= bound:
@@ -116,6 +133,28 @@ def _why(not_computed: Mapping[str, str], metric: str) -> str | None:
     return not_computed.get(task) or not_computed.get(task.replace("retrieval-dsl/", "retrieval/", 1))
 
 
+def default_checks(
+    metrics: Mapping[str, float], defaults: DefaultChecks, tasks: Mapping[str, Mapping[str, int]]
+) -> list[Check]:
+    """The chance-relative checks on what was computed: R@1 of every text->clip task with a known gallery size, and
+    the empty / degenerate caption shares of every captioning group."""
+    checks = []
+    for m in Modality:
+        key, gallery = retrieval_key(forward(m), "R@1"), tasks.get(retrieval_task_key(forward(m)), {}).get("gallery")
+        if key in metrics and gallery:
+            chance = 100.0 / gallery
+            bound = min(defaults.r1_over_chance * chance, 50.0 + chance / 2)
+            what = f"default: {_fmt(defaults.r1_over_chance)}x chance {_fmt(chance)} % of a {gallery}-clip gallery"
+            checks.append(_check(key, "default", metrics[key], bound, ">=", what=what))
+    for m in Modality:
+        for name, bound in (("empty", defaults.max_empty), ("degenerate", defaults.max_degenerate)):
+            key = caption_key(m, name)
+            if key in metrics:
+                what = f"default: at most {_fmt(bound)} % {name} captions"
+                checks.append(_check(key, "default", metrics[key], bound, "<=", what=what))
+    return checks
+
+
 def bless(
     metrics: Mapping[str, float],
     cfg: BlessingConfig,
@@ -123,12 +162,16 @@ def bless(
     champion: Mapping[str, float] | None = None,
     champion_file: str | None = None,
     not_computed: Mapping[str, str] | None = None,
+    tasks: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Verdict:
     """Run every configured check on ``metrics`` (and against ``champion``'s metrics when given).
 
-    ``not_computed`` (task -> reason, ``metrics.json``'s ``skipped``) explains checks on metrics that are absent.
+    ``not_computed`` (task -> reason, ``metrics.json``'s ``skipped``) explains checks on metrics that are absent;
+    ``tasks`` (``metrics.json``'s ``tasks``: gallery sizes) sets the chance level of the default checks.
     """
     checks: list[Check] = []
+    if cfg.defaults is not None:
+        checks += default_checks(metrics, cfg.defaults, tasks or {})
     notes: list[str] = []
     why = dict(not_computed or {})
     for metric, b in cfg.thresholds.items():
@@ -161,9 +204,9 @@ def bless(
     elif checks:
         reasons = [f"all {len(checks)} check(s) passed"]
     else:
-        reasons = ["no blessing checks are configured (evaluate.bless): blessed without conditions"]
+        reasons = [UNSAFE if cfg.unsafe_bless_without_checks else NO_CHECKS]
     return Verdict(
-        blessed=not failed,
+        blessed=not failed and (bool(checks) or cfg.unsafe_bless_without_checks),
         reasons=reasons + notes,
         checks=checks,
         checkpoint=checkpoint,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class EvalSet:
     mean: tuple[float, ...]  # the frames' normalisation, to show them
     std: tuple[float, ...]
     _where: list[tuple[Path, int]] = field(repr=False)  # clip -> (shard, row)
+    dropped: dict[str, str] = field(default_factory=dict)  # quarantined clips left out: clip_id -> why
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -189,8 +190,12 @@ def load_eval_set(
     split: str = "test",
     manifest: str | Path | None = None,
     truncate_captions: bool = False,
+    exclude: Mapping[str, str] | None = None,
 ) -> EvalSet:
-    """Read and check the ``split`` clips of an ``avlops preprocess`` output for ``model`` (see the module doc)."""
+    """Read and check the ``split`` clips of an ``avlops preprocess`` output for ``model`` (see the module doc).
+
+    ``exclude`` (clip_id -> why, ``avlops.data.exclusions.read_exclusions``): quarantined clips left out; the ones
+    found are in :attr:`EvalSet.dropped`."""
     root = Path(data_dir)
     try:
         index = read_index(root)
@@ -216,6 +221,19 @@ def load_eval_set(
                 parts[k].append(fh.get_tensor(k))
         clip_ids += ids
         where += [(path, i) for i in range(len(ids))]
+
+    exclude = exclude or {}
+    dropped = {c: exclude[c] for c in clip_ids if c in exclude}
+    if dropped:  # quarantined clips: their rows, captions and positions go
+        keep = [i for i, c in enumerate(clip_ids) if c not in exclude]
+        if not keep:
+            raise DataError(f"{root}: every {split!r} clip is quarantined ({len(dropped)} dropped)")
+        starts = torch.cumsum(torch.tensor([0, *counts]), 0)
+        text = torch.cat(parts["text"])
+        parts["text"] = [torch.cat([text[int(starts[i]) : int(starts[i + 1])] for i in keep])]
+        for k in ("has_video", "has_audio", "video_mask", "audio_mask"):
+            parts[k] = [torch.cat(parts[k])[keep]]
+        clip_ids, where, counts = [clip_ids[i] for i in keep], [where[i] for i in keep], [counts[i] for i in keep]
 
     dupes = sorted(c for c, n in Counter(clip_ids).items() if n > 1)
     if dupes:
@@ -252,4 +270,5 @@ def load_eval_set(
         mean=tuple(config.get("mean", (0.0, 0.0, 0.0))),
         std=tuple(config.get("std", (1.0, 1.0, 1.0))),
         _where=where,
+        dropped=dropped,
     )

@@ -6,7 +6,8 @@ A name is ``family/task/metric``:
   dual-softmax re-ranking, reported separately as the papers do ("+DSL" rows);
 * tasks are ``t2{m}`` (every caption is a query) and ``{m}2t`` (every clip is a query) for the modality groups ``m`` =
   ``v`` (video frames), ``a`` (audio), ``av`` (audio + video);
-* ``captioning/av/CIDEr`` — captions generated from group ``av``, scored ×100.
+* ``captioning/av/CIDEr`` — captions generated from group ``av``, scored ×100; ``captioning/av/empty`` and the other
+  :data:`CAPTION_QUALITY` names describe the generated captions themselves (``avlops.evaluation.caption_quality``).
 
 Light on purpose (no torch): the gate and the registration code import it.
 """
@@ -18,6 +19,7 @@ from avlops.modality import Modality
 __all__ = [
     "CAPTIONING",
     "CAPTION_METRICS",
+    "CAPTION_QUALITY",
     "LOWER_IS_BETTER",
     "RECALL_KS",
     "RETRIEVAL",
@@ -44,7 +46,10 @@ RECALL_KS = (1, 5, 10)
 RETRIEVAL_METRICS = ("R@1", "R@5", "R@10", "R@avg", "MedR", "MeanR")
 #: pycocoevalcap's Bleu_4, METEOR, ROUGE_L and CIDEr, ×100
 CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-LOWER_IS_BETTER = frozenset({"MedR", "MeanR"})
+#: % of generated captions that are empty (no word), repetitive (a token twice in a row or a 3-gram twice) or
+#: degenerate (empty, repetitive or under 3 words); distinct-n: unique n-grams / all n-grams of the group, in %
+CAPTION_QUALITY = ("empty", "repetitive", "degenerate", "distinct-1", "distinct-2")
+LOWER_IS_BETTER = frozenset({"MedR", "MeanR", "empty", "repetitive", "degenerate"})
 
 
 def forward(modality: Modality) -> str:
@@ -84,7 +89,7 @@ def all_metric_names() -> tuple[str, ...]:
         for task in (forward(m), backward(m))
         for metric in RETRIEVAL_METRICS
     ]
-    names += [caption_key(m, metric) for m in Modality for metric in CAPTION_METRICS]
+    names += [caption_key(m, metric) for m in Modality for metric in (*CAPTION_METRICS, *CAPTION_QUALITY)]
     return tuple(names)
 
 
@@ -96,5 +101,5 @@ def is_metric(name: str) -> bool:
 
 
 def higher_is_better(name: str) -> bool:
-    """R@K and caption scores: higher is better; MedR and MeanR: lower is better."""
+    """R@K, caption scores and distinct-n: higher is better; MedR, MeanR and the shares of bad captions: lower."""
     return name.rsplit("/", 1)[-1] not in LOWER_IS_BETTER

@@ -16,7 +16,7 @@ from avlops.data.schema import Split
 from avlops.evaluation.names import is_metric
 from avlops.modality import Modality
 
-__all__ = ["BlessingConfig", "Bound", "EvaluateConfig"]
+__all__ = ["BlessingConfig", "Bound", "DefaultChecks", "EvaluateConfig"]
 
 ALL_GROUPS = (Modality.VIDEO, Modality.AUDIO, Modality.AUDIOVISUAL)
 
@@ -45,8 +45,34 @@ class Bound(StrictModel):
         return self
 
 
+class DefaultChecks(StrictModel):
+    """Checks every evaluation gets unless ``evaluate.bless.defaults`` is null: retrieval well above chance and no
+    empty or degenerate generated captions (``avlops.evaluation.caption_quality``)."""
+
+    r1_over_chance: float = Field(
+        3.0,
+        ge=1.0,
+        description="every text->clip task's R@1 must reach this many times chance (100 % / gallery size), "
+        "capped halfway between chance and 100 %",
+    )
+    max_empty: float = Field(0.0, ge=0, le=100, description="% of a group's generated captions that may be empty")
+    max_degenerate: float = Field(
+        0.0, ge=0, le=100, description="% of a group's captions that may be degenerate (empty, repetitive, < 3 words)"
+    )
+
+
 class BlessingConfig(StrictModel):
-    """When a model is blessed (TFX Evaluator style): absolute thresholds, and no regression against the champion."""
+    """When a model is blessed (TFX Evaluator style): checks relative to chance, absolute thresholds, and no
+    regression against the champion. No check at all means not blessed (fail closed)."""
+
+    defaults: DefaultChecks | None = Field(
+        default_factory=DefaultChecks, description="the shipped checks relative to chance; null turns them off"
+    )
+    unsafe_bless_without_checks: bool = Field(
+        False,
+        description="bless a model on which no check ran (no defaults, thresholds or champion): UNSAFE, for "
+        "experiments only; --unsafe-bless-without-checks",
+    )
 
     thresholds: dict[str, Bound] = Field(
         default_factory=dict, description="metric name -> {min, max}, e.g. retrieval/t2av/R@1: {min: 20}"
@@ -84,6 +110,10 @@ class EvaluateConfig(StrictModel):
     manifest: str | None = Field(None, description="manifest with the reference captions; None = the one in index.json")
     out: str = "reports/evaluate"
     split: Split = Split.TEST
+    quarantine: list[str] = Field(
+        default_factory=list,
+        description="quarantine.jsonl files (`avlops data validate`, `data check`) whose clips are not evaluated on",
+    )
 
     retrieval: tuple[Modality, ...] = Field(ALL_GROUPS, description="groups to retrieve: v, a, av")
     backward: bool = Field(True, description="also clip->text retrieval (v2t, a2t, av2t)")

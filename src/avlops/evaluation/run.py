@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from avlops.config import ConfigError
+from avlops.data.exclusions import ExclusionError, describe_dropped, read_exclusions
 from avlops.evaluation.blessing import Verdict, bless, write_verdict
+from avlops.evaluation.caption_quality import caption_quality
 from avlops.evaluation.captioning import decode_tokens, require_java, score_caption_sets
 from avlops.evaluation.checkpoint import LoadedModel, load_for_evaluation
 from avlops.evaluation.dataset import EvalSet, MismatchError, load_eval_set
@@ -210,9 +212,12 @@ def evaluate(loaded: LoadedModel, data: EvalSet, cfg: EvaluateConfig, progress: 
         scores = score_caption_sets(references, {m.value: generated for m, generated in captions.items()})
         for m, generated in captions.items():
             metrics.update({caption_key(m, k): v for k, v in scores[m.value].items()})
+            metrics.update({caption_key(m, k): v for k, v in caption_quality(generated.values()).items()})
             tasks[caption_task_key(m)] = {"clips": len(generated)}
 
     notes = [f"device {loaded.device}"]
+    if data.dropped:
+        notes.append(describe_dropped(data.dropped, f"split {data.split!r}"))
     if data.truncated:
         notes.append(f"{data.truncated} caption(s) cut to the model's {data.tokens.shape[1]} tokens, as training does")
     if caption_groups:
@@ -294,12 +299,17 @@ def run_evaluation(cfg: EvaluateConfig, *, progress: bool = True) -> EvaluationR
     baseline = read_metrics(cfg.baseline) if cfg.baseline else None
     champion = read_metrics(cfg.bless.champion) if cfg.bless.champion else None
     loaded = load_for_evaluation(cfg.checkpoint, cfg.device)
+    try:
+        exclude = read_exclusions(cfg.quarantine)
+    except ExclusionError as err:
+        raise DataError(str(err)) from None
     data = load_eval_set(
         cfg.data,
         loaded.model.cfg,
         split=cfg.split.value,
         manifest=cfg.manifest,
         truncate_captions=cfg.truncate_captions,
+        exclude=exclude,
     )
     ev = evaluate(loaded, data, cfg, progress)
     out = Path(cfg.out)
@@ -312,6 +322,7 @@ def run_evaluation(cfg: EvaluateConfig, *, progress: bool = True) -> EvaluationR
         champion=None if champion is None else champion.metrics,
         champion_file=cfg.bless.champion,
         not_computed={**_not_asked(cfg), **ev.result.skipped},
+        tasks=ev.result.tasks,
     )
     files["blessing"] = write_verdict(out, verdict)
     files["report_html"], files["report_md"] = write_report(out, ev, verdict, baseline)

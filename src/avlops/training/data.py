@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,10 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         split: str = "train",
         seed: int = 0,
         verify_checksums: bool = False,
+        exclude: Mapping[str, str] | None = None,
     ) -> None:
+        """``exclude``: clip_id -> why (``avlops.data.exclusions.read_exclusions``): quarantined clips not to use;
+        the ones found are in :attr:`dropped`."""
         self.data_dir = Path(data_dir)
         self.seed = seed
         self.context = min(model.text.context_length, model.decoder.context_length)
@@ -86,12 +89,30 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         shapes = {(s.frames, s.slices, s.context) for s in self.shards}
         if len(shapes) != 1:
             raise DataError(f"{self.data_dir}: shards of {split!r} differ in (frames, slices, context): {shapes}")
-        self.fingerprint = hashlib.sha256(
-            json.dumps([index.get("config_hash"), [(e["file"], e["sha256"], e["clips"]) for e in entries]]).encode()
-        ).hexdigest()[:16]
         # flat position -> (shard, clip in shard), and each clip's audio type weight from its shard's record
-        self._where = [(k, i) for k, s in enumerate(self.shards) for i in range(s.clips)]
-        self._type_weight = torch.tensor([w for s in self.shards for w in _type_weights(s)], dtype=torch.float32)
+        exclude = exclude or {}
+        self._where: list[tuple[int, int]] = []
+        weights: list[float] = []
+        self.dropped: dict[str, str] = {}  # quarantined clips left out: clip_id -> why
+        for k, s in enumerate(self.shards):
+            for i, (clip, w) in enumerate(zip(_clip_ids(s.path), _type_weights(s), strict=True)):
+                if clip in exclude:
+                    self.dropped[clip] = exclude[clip]
+                else:
+                    self._where.append((k, i))
+                    weights.append(w)
+        if not self._where:
+            raise DataError(f"{self.data_dir}: every {split!r} clip is quarantined ({len(self.dropped)} dropped)")
+        self._type_weight = torch.tensor(weights, dtype=torch.float32)
+        self.fingerprint = hashlib.sha256(
+            json.dumps(
+                [
+                    index.get("config_hash"),
+                    [(e["file"], e["sha256"], e["clips"]) for e in entries],
+                    *([sorted(self.dropped)] if self.dropped else []),  # unchanged when nothing is dropped
+                ]
+            ).encode()
+        ).hexdigest()[:16]
         self._handles: dict[int, Any] = {}  # opened lazily in each worker process
         if self.shards[0].context > self.context:
             log.info("captions of %d tokens are cut to the model's %d", self.shards[0].context, self.context)
@@ -188,12 +209,17 @@ def _check_shard(data_dir: Path, entry: dict[str, Any], model: VLAConfig, verify
     return ShardInfo(path, n, video[1], audio[1], text[1])
 
 
+def _clip_ids(path: Path) -> list[str]:
+    with safe_open(str(path), framework="pt") as fh:
+        ids: list[str] = json.loads((fh.metadata() or {}).get("avlops", "{}")).get("clip_ids", [])
+    return ids
+
+
 def _type_weights(shard: ShardInfo) -> list[float]:
     """Per-clip audio type weights from the shard's record (``{name}.json``); 0.5 ("unknown") where it has none."""
     record = read_record(shard.path.with_suffix(".json")) or {}
     types = {row.get("clip_id"): row.get("audio_type") for row in record.get("stats", [])}
-    with safe_open(str(shard.path), framework="pt") as fh:
-        clip_ids = json.loads((fh.metadata() or {}).get("avlops", "{}")).get("clip_ids", [])
+    clip_ids = _clip_ids(shard.path)
     unknown = AUDIO_TYPE_WEIGHTS["unknown"]
     return [AUDIO_TYPE_WEIGHTS.get(str(types.get(c)), unknown) for c in clip_ids]
 

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint as checkpoint_fn
 from tqdm import tqdm
 
+from avlops.data.exclusions import ExclusionError, describe_dropped, read_exclusions
 from avlops.fileio import exclusive_lock, write_json_atomic
 from avlops.models.pretrained import load_clip_state_dict, read_state_dict
 from avlops.models.vla import ResidualAttentionBlock, VLAModel
@@ -47,7 +48,7 @@ from avlops.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from avlops.training.data import GlobalBatchSampler, ShardDataset, build_loader, to_batch
+from avlops.training.data import DataError, GlobalBatchSampler, ShardDataset, build_loader, to_batch
 from avlops.training.metrics import TrainMetrics, truncate_log
 from avlops.training.optim import build_optimizer, build_scheduler
 from avlops.training.params import Precision, ResolvedTrain, TrainConfig, plain, resolve
@@ -92,6 +93,7 @@ class TrainResult:
     samples_per_s: float  # global samples/s over this run's steps after its first (which warms up); no checkpoints
     data_wait_share: float  # share of that step time spent waiting for batches
     seconds: float
+    dropped: dict[str, str] = field(default_factory=dict)  # quarantined clips left out: clip_id -> why
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -318,9 +320,20 @@ def _train(
     progress: bool,
 ) -> TrainResult:
     cfg = resolved.cfg
+    try:
+        exclude = read_exclusions(cfg.quarantine)
+    except ExclusionError as err:
+        raise DataError(str(err)) from None
     dataset = ShardDataset(
-        data_dir, resolved.model, split=cfg.split, seed=cfg.seed, verify_checksums=cfg.verify_checksums
+        data_dir,
+        resolved.model,
+        split=cfg.split,
+        seed=cfg.seed,
+        verify_checksums=cfg.verify_checksums,
+        exclude=exclude,
     )
+    if dataset.dropped:
+        log.warning("%s", describe_dropped(dataset.dropped, f"split {cfg.split!r}"))
     total = _total_steps(resolved, len(dataset), env)
     ckpt = latest_checkpoint(out / CHECKPOINT_DIR)
     if ckpt is not None and not resume:
@@ -355,6 +368,7 @@ def _train(
         samples_per_s=clock.run_steps * cfg.batch_size / clock.run_time if clock.run_time > 0 else 0.0,
         data_wait_share=clock.run_wait / clock.run_time if clock.run_time > 0 else 0.0,
         seconds=time.perf_counter() - run_start,
+        dropped=dataset.dropped,
     )
     if env.is_main:
         write_json_atomic(out / RESULT_NAME, result.to_json_dict())

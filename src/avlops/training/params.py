@@ -121,6 +121,10 @@ class TrainConfig(StrictModel):
     data: str | None = Field(None, description="`avlops preprocess` output folder; the --data flag overrides it")
     out: str | None = Field(None, description="run folder (checkpoints, metrics); the --out flag overrides it")
     split: Split = Field(Split.TRAIN, description="shards of this split are trained on")
+    quarantine: list[str] = Field(
+        default_factory=list,
+        description="quarantine.jsonl files (`avlops data validate`, `data check`) whose clips are not trained on",
+    )
     batch_size: int = Field(32, ge=2, description="global batch: split evenly over the data-parallel ranks")
     steps: int | None = Field(None, ge=1, description="optimizer steps; a run needs one of steps and epochs")
     epochs: float | None = Field(None, gt=0, description="passes over the split (partial last batches dropped)")
