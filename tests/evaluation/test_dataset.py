@@ -41,6 +41,11 @@ def test_loads_the_split_with_its_references(corpus: Path) -> None:
 def test_frames_and_fbank_of_another_shape_are_refused(corpus: Path) -> None:
     with pytest.raises(DataError, match=r"frames are \[3, 32, 32\], the model takes \[3, 64, 64\]"):
         load_eval_set(corpus, tiny_model_config(vision={"image_size": 64}))
+    # issue 12 point 4: the message names the command that fixes it
+    with pytest.raises(
+        DataError, match=r"takes \[3, 64, 64\]; preprocess it for this model: avlops preprocess --model"
+    ):
+        load_eval_set(corpus, tiny_model_config(vision={"image_size": 64}))
     with pytest.raises(DataError, match=r"fbank slices are \[64, 128\], the model takes \[64, 256\]"):
         load_eval_set(corpus, tiny_model_config(audio={"target_length": 256}))
 
@@ -53,9 +58,11 @@ def test_another_tokenizer_is_refused(corpus: Path) -> None:
 def test_a_longer_caption_context_is_refused_or_cut_as_training_cuts(corpus: Path) -> None:
     short = tiny_model_config(text={"context_length": 8})
     with pytest.raises(
-        MismatchError, match=r"up to 16 tokens .* the model reads 8: preprocess with --context-length 8"
+        MismatchError,
+        match=r"up to 16 tokens .* the model reads 8: preprocess it for this model: avlops preprocess "
+        r"--model m\.yaml --manifest .*manifest\.jsonl --out .*-m",
     ):
-        load_eval_set(corpus, short)
+        load_eval_set(corpus, short, model_name="m.yaml")
     data = load_eval_set(corpus, short, truncate_captions=True)
     assert data.tokens.shape[1] == 8 and data.truncated > 0
     assert (data.tokens[:, -1] == EOT_TOKEN_ID).sum() == data.truncated  # synth captions all pass 8 tokens

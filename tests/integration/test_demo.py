@@ -24,8 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "synth": {"clips": 12, "seconds": 1.0, "fps": 4, "size": 32, "workers": 1, "test_fraction": 0.4},
     "preprocess": {
-        "resolution": 32, "frames": 2, "eval_frames": 2, "target_length": 128, "workers": 1, "shard_size": 4,
-        "context_length": 16,
+        "model": "tiny", "frames": 2, "eval_frames": 2, "workers": 1, "shard_size": 4,
     },
     # a 2-step model is not well above chance: the default checks are off, one threshold keeps the gate closed-safe
     "evaluate": {"beam_size": 1, "max_caption_len": 6,

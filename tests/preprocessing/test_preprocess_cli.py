@@ -43,3 +43,45 @@ def test_help_explains_the_outputs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_manifest_is_an_input_error(tmp_path: Path) -> None:
     argv = ["preprocess", "--manifest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "out")]
     assert main([*argv, "--no-progress"]) == ExitCode.INPUT
+
+
+def test_the_model_config_sets_the_preprocessing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12 point 4: the default settings (224 px, 22050 Hz) fit neither shipped model; --model makes data that
+    fits one, and settings that contradict it are refused naming each one and the fix."""
+    from avlops.models.vla import VLAConfig
+    from avlops.training.data import ShardDataset
+    from avlops.training.params import load_model_config
+
+    data = tmp_path / "data"
+    write_video(data / "a.mp4", n_frames=8)
+    write_video(data / "b.mp4", n_frames=8)
+    manifest = write_manifest(data, [record("a", "a.mp4"), record("b", "b.mp4")])
+    base = ["preprocess", "--manifest", str(manifest), "--workers", "1", "--no-progress"]
+    tiny: VLAConfig = load_model_config("tiny")
+
+    assert main([*base, "--out", str(tmp_path / "default")]) == ExitCode.OK
+    capsys.readouterr()
+    with pytest.raises(Exception, match=r"frames are \[3, 224, 224\], the model takes \[3, 32, 32\];.* preprocess "
+                       r"it for this model: avlops preprocess --model tiny --manifest"):  # fmt: skip
+        ShardDataset(tmp_path / "default", tiny, model_name="tiny")
+
+    assert main([*base, "--out", str(tmp_path / "tiny"), "--model", "tiny"]) == ExitCode.OK
+    said = capsys.readouterr().out
+    assert "preprocessing for model 'tiny': 32 px frames, 64x128 fbank slices at 16000 Hz, 16-token captions" in said
+    config = read_index(tmp_path / "tiny")["config"]
+    assert (config["resolution"], config["target_length"], config["sample_rate"], config["context_length"]) == (
+        32,
+        128,
+        16000,
+        16,
+    )
+    assert config["model"] == "tiny"
+    assert len(ShardDataset(tmp_path / "tiny", tiny)) == 2  # fits
+
+    params = tmp_path / "params.yaml"
+    params.write_text("preprocess:\n  model: tiny\n  resolution: 224\n")
+    assert main([*base, "--out", str(tmp_path / "x"), "--params", str(params)]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "resolution 224 (model 'tiny' needs 32)" in err and "avlops preprocess --model tiny" in err
+    assert main([*base, "--out", str(tmp_path / "x"), "--model", "tiny", "--frames", "9"]) == ExitCode.USAGE
+    assert "frames 9 (the decoder holds 8)" in capsys.readouterr().err

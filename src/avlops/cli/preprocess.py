@@ -15,8 +15,14 @@ __all__ = ["register", "run_preprocess"]
 _DESCRIPTION = """\
 Preprocess every clip of a manifest into safetensors shards: N video frames per clip (VALOR segment sampling,
 shorter-side resize + centre crop, CLIP mean/std), A log-mel fbank slices (Kaldi fbank, 64 mel, 512-frame slices at
-22050 Hz by default) and the CLIP BPE tokens of every caption. Train-split clips get random frame/slice picks seeded
-per clip (--seed), val/test clips the middle ones (--sampling changes that).
+22050 Hz by default) and the CLIP BPE tokens of every caption.
+
+--model NAME (tiny, small, base, a model YAML, or a checkpoint's model_config.json; or preprocess.model in --params)
+prepares the data for that model: the frame side, fbank bins and length, sample rate and caption context come from
+its config, so the shards fit it. Settings that contradict the model are refused, naming each one.
+
+Train-split clips get random frame/slice picks seeded per clip (--seed), val/test clips the middle ones (--sampling
+changes that).
 
 Writes into --out: {split}-{k}.safetensors shards, index.json (written last; the shard list and config hash),
 stats.parquet (one row per clip) and quarantine.jsonl (clips that could not be used, with reasons). A rerun with the
@@ -36,6 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--manifest", type=Path, help="manifest JSONL; media paths are relative to its folder")
     p.add_argument("--out", type=Path, help="output folder for shards, index.json, stats.parquet, quarantine.jsonl")
     p.add_argument("--params", type=Path, help="params.yaml to read the [preprocess] section from")
+    p.add_argument("--model", help="the model the data is for (tiny, small, base or a YAML): sets its input shapes")
     p.add_argument("--workers", type=int, help="worker processes (0 = one per CPU core, 1 = no subprocesses)")
     p.add_argument("--frames", type=int, help="frames per clip in training mode")
     p.add_argument("--eval-frames", type=int, help="frames per clip in evaluation mode")
@@ -53,23 +60,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_preprocess(args: argparse.Namespace) -> int:
     from avlops.preprocessing.run import preprocess_manifest  # torch, av: imported only when the command runs
+    from avlops.training.params import fit_preprocess
 
+    base = load_section(args.params, "preprocess", PreprocessConfig)
+    flags = {
+        "resolution": args.resolution,
+        "sample_rate": args.sample_rate,
+        "context_length": args.context_length,
+    }
     cfg = override(
-        load_section(args.params, "preprocess", PreprocessConfig),
+        base,
         manifest=str(args.manifest) if args.manifest else None,
         out=str(args.out) if args.out else None,
         workers=args.workers,
         frames=args.frames,
         eval_frames=args.eval_frames,
-        resolution=args.resolution,
-        sample_rate=args.sample_rate,
         audio_slices=args.audio_slices,
-        context_length=args.context_length,
         shard_size=args.shard_size,
         seed=args.seed,
         sampling=args.sampling,
         dtype=args.dtype,
+        **flags,
     )
+    model = args.model or base.model
+    if model is not None:  # the model fixes the input shapes; the settings the user gave must agree with it
+        explicit = {k: getattr(base, k) for k in base.model_fields_set} | {k: v for k, v in flags.items() if v}
+        cfg = fit_preprocess(cfg, model, explicit)
+        print(
+            f"preprocessing for model {model!r}: {cfg.resolution} px frames, {cfg.num_mel_bins}x{cfg.target_length} "
+            f"fbank slices at {cfg.sample_rate} Hz, {cfg.context_length}-token captions"
+        )
     out = Path(cfg.out)
     summary = preprocess_manifest(Path(cfg.manifest), out, cfg, progress=not args.no_progress)
     quarantine = out / "quarantine.jsonl"

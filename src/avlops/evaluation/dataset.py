@@ -29,7 +29,7 @@ from avlops.modality import Modality
 from avlops.models.vla import CLIP_VOCAB_SIZE, EOT_TOKEN_ID, VLAConfig, audio_type_weight
 from avlops.preprocessing.shards import read_index
 from avlops.task import Batch
-from avlops.training.data import DataError, ShardDataset
+from avlops.training.data import DataError, ShardDataset, fix_hint
 
 __all__ = ["EvalSet", "MismatchError", "load_eval_set", "resolve_manifest"]
 
@@ -144,7 +144,7 @@ def _model_context(model: VLAConfig) -> int:
     return min(model.text.context_length, model.decoder.context_length)
 
 
-def _fit_tokens(tokens: Tensor, model: VLAConfig, truncate: bool, data_dir: Path) -> tuple[Tensor, int]:
+def _fit_tokens(tokens: Tensor, model: VLAConfig, truncate: bool, data_dir: Path, hint: str) -> tuple[Tensor, int]:
     """Check caption tokens [Nt, ctx] against the model's tokenizer and context; cut them as training does when
     allowed. Returns tokens [Nt, L] (L = the longest caption) and how many captions were cut."""
     if model.text.vocab_size != CLIP_VOCAB_SIZE:
@@ -164,8 +164,8 @@ def _fit_tokens(tokens: Tensor, model: VLAConfig, truncate: bool, data_dir: Path
     if n_over and not truncate:
         raise MismatchError(
             f"{data_dir}: {n_over} caption(s) are up to {int(lengths.max())} tokens (context {tokens.shape[1]} at "
-            f"preprocessing) but the model reads {ctx}: preprocess with --context-length {ctx}, or set "
-            "evaluate.truncate_captions: true (--truncate-captions) to cut them as training does"
+            f"preprocessing) but the model reads {ctx}: {hint}; or set evaluate.truncate_captions: true "
+            "(--truncate-captions) to cut them as training does"
         )
     width = min(int(lengths.max()), ctx)
     out = tokens[:, :width].clone()  # [Nt, L]
@@ -191,6 +191,7 @@ def load_eval_set(
     manifest: str | Path | None = None,
     truncate_captions: bool = False,
     exclude: Mapping[str, str] | None = None,
+    model_name: str | None = None,
 ) -> EvalSet:
     """Read and check the ``split`` clips of an ``avlops preprocess`` output for ``model`` (see the module doc).
 
@@ -204,7 +205,8 @@ def load_eval_set(
     except ValueError as err:
         raise DataError(f"{root}: unreadable index.json: {err}") from err
     entries = _split_entries(index, split, root)
-    ShardDataset(root, model, split=split)  # every shard present, intact and shaped for the model (as training)
+    # every shard present, intact and shaped for the model (as training)
+    ShardDataset(root, model, split=split, model_name=model_name)
     manifest_path = resolve_manifest(root, index.get("manifest"), manifest)
 
     clip_ids: list[str] = []
@@ -251,7 +253,8 @@ def load_eval_set(
             f"{manifest_path}: the caption count of {len(changed)} clip(s) differs from the shards "
             f"({', '.join(changed[:5])}); the manifest changed after preprocessing: run `avlops preprocess` again"
         )
-    tokens, truncated = _fit_tokens(torch.cat(parts["text"]), model, truncate_captions, root)
+    hint = fix_hint(root, index, model_name)
+    tokens, truncated = _fit_tokens(torch.cat(parts["text"]), model, truncate_captions, root, hint)
     config = index.get("config", {})
     return EvalSet(
         data_dir=root,

@@ -310,6 +310,7 @@ def run_evaluation(cfg: EvaluateConfig, *, progress: bool = True) -> EvaluationR
         manifest=cfg.manifest,
         truncate_captions=cfg.truncate_captions,
         exclude=exclude,
+        model_name=str(loaded.path / "model_config.json"),
     )
     ev = evaluate(loaded, data, cfg, progress)
     out = Path(cfg.out)

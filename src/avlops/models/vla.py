@@ -139,6 +139,7 @@ class AudioConfig:
 
     mel_bins: int = 64
     target_length: int = 512
+    sample_rate: int = 22050  # Hz of the audio its fbanks are computed from (VALOR: 22050); preprocessing follows it
     patch_size: int = 16
     width: int = 768
     layers: int = 12

@@ -44,6 +44,11 @@ class PreprocessConfig(StrictModel):
 
     manifest: str = "data/synth/manifest.jsonl"
     out: str = "data/preprocessed"
+    model: str | None = Field(
+        None,
+        description="the model config (tiny, small, base or a YAML path) the data is for: `avlops preprocess` takes "
+        "resolution, fbank bins and length, sample rate and caption context from it",
+    )
 
     # video (VALOR VideoMapper, test transform Resize + CenterCrop)
     frames: int = Field(4, ge=1, le=32, description="frames sampled per clip in training mode")
@@ -89,6 +94,6 @@ class PreprocessConfig(StrictModel):
 
     def content_hash(self) -> str:
         """Hash of every field that changes the written tensors (not paths or worker count), plus the code version."""
-        content = self.model_dump(mode="json", exclude={"manifest", "out", "workers"})
+        content = self.model_dump(mode="json", exclude={"manifest", "out", "workers", "model"})
         blob = json.dumps({"pipeline_version": PIPELINE_VERSION, **content}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -40,6 +40,7 @@ __all__ = [
     "ShardInfo",
     "build_loader",
     "collate",
+    "fix_hint",
     "to_batch",
 ]
 
@@ -74,9 +75,11 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         seed: int = 0,
         verify_checksums: bool = False,
         exclude: Mapping[str, str] | None = None,
+        model_name: str | None = None,
     ) -> None:
         """``exclude``: clip_id -> why (``avlops.data.exclusions.read_exclusions``): quarantined clips not to use;
-        the ones found are in :attr:`dropped`."""
+        the ones found are in :attr:`dropped`. ``model_name`` (a configs/model name or YAML path) goes into the
+        command a mismatch error suggests."""
         self.data_dir = Path(data_dir)
         self.seed = seed
         self.context = min(model.text.context_length, model.decoder.context_length)
@@ -85,7 +88,8 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         if not entries:
             found = {s: v.get("clips", 0) for s, v in index.get("splits", {}).items()}
             raise DataError(f"{self.data_dir}: no {split!r} shards to train on (clips per split: {found})")
-        self.shards = [_check_shard(self.data_dir, e, model, verify_checksums) for e in entries]
+        hint = fix_hint(self.data_dir, index, model_name)
+        self.shards = [_check_shard(self.data_dir, e, model, verify_checksums, hint) for e in entries]
         shapes = {(s.frames, s.slices, s.context) for s in self.shards}
         if len(shapes) != 1:
             raise DataError(f"{self.data_dir}: shards of {split!r} differ in (frames, slices, context): {shapes}")
@@ -172,7 +176,16 @@ def _read_index(data_dir: Path) -> dict[str, Any]:
         raise DataError(f"{data_dir}: unreadable index.json: {err}") from err
 
 
-def _check_shard(data_dir: Path, entry: dict[str, Any], model: VLAConfig, verify: bool) -> ShardInfo:
+def fix_hint(data_dir: Path, index: Mapping[str, Any], model_name: str | None) -> str:
+    """The command that preprocesses this data for the model (what every mismatch message ends with)."""
+    manifest = index.get("manifest") or "MANIFEST"
+    return (
+        f"preprocess it for this model: avlops preprocess --model {model_name or 'MODEL'} --manifest {manifest} "
+        f"--out {data_dir}-{Path(model_name).stem if model_name else 'MODEL'}"
+    )
+
+
+def _check_shard(data_dir: Path, entry: dict[str, Any], model: VLAConfig, verify: bool, hint: str) -> ShardInfo:
     """Open one shard's header and check it against its index entry and the model; raise :class:`DataError`."""
     path = data_dir / str(entry["file"])
     if not path.is_file():
@@ -205,7 +218,7 @@ def _check_shard(data_dir: Path, entry: dict[str, Any], model: VLAConfig, verify
             f"{video[1]} frames / {audio[1]} slices exceed the decoder's {d.max_frames} / {d.max_audio_slices}"
         )
     if problems:
-        raise DataError(f"{path}: shard does not fit the model: " + "; ".join(problems))
+        raise DataError(f"{path}: shard does not fit the model: " + "; ".join(problems) + f"; {hint}")
     return ShardInfo(path, n, video[1], audio[1], text[1])
 
 

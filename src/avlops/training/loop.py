@@ -331,6 +331,7 @@ def _train(
         seed=cfg.seed,
         verify_checksums=cfg.verify_checksums,
         exclude=exclude,
+        model_name=cfg.model,
     )
     if dataset.dropped:
         log.warning("%s", describe_dropped(dataset.dropped, f"split {cfg.split!r}"))

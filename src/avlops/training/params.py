@@ -25,7 +25,7 @@ from avlops.objective import ObjectiveConfig
 
 if TYPE_CHECKING:
     from avlops.models.vla import VLAConfig
-    from avlops.objective import ObjectiveConfig
+    from avlops.preprocessing.params import PreprocessConfig
 
 __all__ = [
     "MODEL_NAMES",
@@ -36,8 +36,11 @@ __all__ = [
     "ResolvedTrain",
     "ScheduleConfig",
     "TrainConfig",
+    "fit_preprocess",
+    "load_model_config",
     "model_config_path",
     "plain",
+    "preprocess_for_model",
     "resolve",
 ]
 
@@ -162,6 +165,62 @@ def model_config_path(model: str, search: tuple[Path, ...] = ()) -> Path:
     raise ConfigError(f"model: {model!r} is neither a model YAML file nor one of {', '.join(MODEL_NAMES)}")
 
 
+def load_model_config(model: str, search: tuple[Path, ...] = ()) -> VLAConfig:
+    """The :class:`VLAConfig` of a model name or YAML path (a checkpoint's ``model_config.json`` works too)."""
+    from avlops.models.vla import VLAConfig
+
+    path = model_config_path(model, search)
+    try:
+        return VLAConfig.from_dict(load_yaml(path))
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def preprocess_for_model(model: VLAConfig) -> dict[str, int]:
+    """The preprocessing settings a model's inputs fix: frame side, fbank bins and frames, sample rate, caption
+    context. ``avlops preprocess --model NAME`` uses them, so the model config is their one source of truth."""
+    return {
+        "resolution": model.vision.image_size,
+        "num_mel_bins": model.audio.mel_bins,
+        "target_length": model.audio.target_length,
+        "sample_rate": model.audio.sample_rate,
+        "context_length": min(model.text.context_length, model.decoder.context_length),
+    }
+
+
+def fit_preprocess(cfg: PreprocessConfig, model: str, explicit: dict[str, Any] | None = None) -> PreprocessConfig:
+    """``cfg`` with the settings ``model`` fixes (:func:`preprocess_for_model`) and ``model`` recorded.
+
+    ``explicit`` are values the user set (params file keys, flags): one that differs from what the model needs is
+    refused with a :class:`ConfigError` naming it, as are more frames or slices than the decoder holds.
+    """
+    vla = load_model_config(model)
+    derived = preprocess_for_model(vla)
+    clash = [
+        f"{k} {v} (model {model!r} needs {derived[k]})"
+        for k, v in (explicit or {}).items()
+        if k in derived and v != derived[k]
+    ]
+    if clash:
+        raise ConfigError(
+            "preprocessing settings that do not fit the model: " + "; ".join(clash) + f". Drop them: "
+            f"`avlops preprocess --model {model}` takes them from the model config"
+        )
+    fitted = cfg.model_copy(update={**derived, "model": model})
+    d = vla.decoder
+    too_many = [
+        f"{name} {n} (the decoder holds {limit})"
+        for name, n, limit in (
+            ("frames", max(fitted.n_frames(True), fitted.n_frames(False)), d.max_frames),
+            ("audio_slices", max(fitted.n_audio_slices(True), fitted.n_audio_slices(False)), d.max_audio_slices),
+        )
+        if n > limit
+    ]
+    if too_many:
+        raise ConfigError(f"model {model!r}: " + "; ".join(too_many) + ": lower --frames / --audio-slices")
+    return fitted
+
+
 @dataclass(frozen=True)
 class ResolvedTrain:
     """A :class:`TrainConfig` with its model and objective parsed into the library's typed dataclasses."""
@@ -197,15 +256,9 @@ class ResolvedTrain:
 def resolve(cfg: TrainConfig, search: tuple[Path, ...] = ()) -> ResolvedTrain:
     """Load the model YAML and parse the objective; a bad value (or no run length) raises :class:`ConfigError`
     naming the key."""
-    from avlops.models.vla import VLAConfig  # torch: imported when a run starts, not when params.yaml is read
-
     if cfg.steps is None and cfg.epochs is None:
         raise ConfigError("steps, epochs: a run needs one of them (how long to train)")
-    path = model_config_path(cfg.model, search)
-    try:
-        model = VLAConfig.from_dict(load_yaml(path))
-    except ValueError as err:
-        raise ConfigError(f"{path}: {err}") from err
+    model = load_model_config(cfg.model, search)
     return ResolvedTrain(cfg, model, cfg.objective)
 
 
