@@ -316,8 +316,13 @@ def generate_captions(
     group: ModalityGroup = ModalityGroup.T_AV,
     max_len: int = 30,
     beam_size: int = 3,
+    *,
+    length_penalty: float = 0.6,
+    min_len: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Tensor:
-    """Caption every clip of ``batch`` from ``group``'s memory, decoding the way the objective trained the decoder.
+    """Caption every clip of ``batch`` from ``group``'s memory, decoding the way the objective trained the decoder
+    (``VLAModel.generate``'s controls).
 
     Returns token ids [B', n] (SOT … EOT, zero-padded); for T–A only the clips with audio.
     """
@@ -325,4 +330,13 @@ def generate_captions(
     video = model.encode_video(batch.frames)  # [B, F, C]
     audio = model.encode_audio(batch.fbank, batch.audio_type_weight)  # [B, S, C]
     memory, _ = caption_memory(model, video, audio, batch, group)
-    return model.generate(memory.feats, memory.mask, max_len=max_len, beam_size=beam_size, style=style)
+    return model.generate(
+        memory.feats,
+        memory.mask,
+        max_len=max_len,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        style=style,
+        min_len=min_len,
+        no_repeat_ngram=no_repeat_ngram,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from dataclasses import replace
@@ -181,6 +182,33 @@ def test_generate_stops_early_when_eot_is_likely(make_model, make_batch) -> None
     for beam in (1, 4):
         seq = model.generate(memory.feats, memory.mask, max_len=10, beam_size=beam)
         assert seq.tolist() == [[SOT_TOKEN_ID, EOT_TOKEN_ID]] * 2
+
+
+def test_min_len_and_no_repeat_ngram_shape_the_caption(make_model, make_batch) -> None:
+    """Issue 12 point 6: "a a ." and "' ' ' '": the decoding controls rule out short and repeating captions."""
+    model, b = make_model(), make_batch(batch=2)
+    with torch.no_grad():  # make one ordinary token, then EOT, the most likely ones everywhere
+        model.decoder.ln_final.weight.zero_()
+        emb = model.decoder.token_embedding.weight
+        model.decoder.ln_final.bias.copy_(emb[320] * 100 + emb[EOT_TOKEN_ID] * 50)
+        memory = model.caption_memory(model.encode_video(b.frames))
+    for beam in (1, 3):
+        plain = model.generate(memory.feats, memory.mask, max_len=8, beam_size=beam)
+        assert plain.tolist()[0] == [SOT_TOKEN_ID, *[320] * 6, EOT_TOKEN_ID]  # the degenerate caption
+        seq = model.generate(memory.feats, memory.mask, max_len=8, beam_size=beam, no_repeat_ngram=1)
+        body = seq.tolist()[0][1 : seq.tolist()[0].index(EOT_TOKEN_ID)]
+        assert body and len(body) == len(set(body))  # no token twice
+        for row in model.generate(memory.feats, memory.mask, max_len=12, beam_size=beam, no_repeat_ngram=2).tolist():
+            body = row[1 : row.index(EOT_TOKEN_ID)]
+            bigrams = list(itertools.pairwise(body))
+            assert len(bigrams) == len(set(bigrams))
+    with torch.no_grad():  # EOT most likely: min_len keeps it away for 4 tokens
+        model.decoder.ln_final.bias.copy_(emb[EOT_TOKEN_ID] * 100)
+    seq = model.generate(memory.feats, memory.mask, max_len=10, beam_size=3, min_len=4)
+    _check_terminated(seq, 10)
+    assert all(row.index(EOT_TOKEN_ID) == 5 for row in seq.tolist())  # SOT + 4 tokens, then EOT
+    with pytest.raises(ValueError, match="min_len must be in"):
+        model.generate(memory.feats, memory.mask, max_len=5, min_len=4)
 
 
 def test_config_files_load_and_round_trip() -> None:

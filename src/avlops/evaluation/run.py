@@ -172,7 +172,15 @@ def _caption(loaded: LoadedModel, data: EvalSet, m: Modality, cfg: EvaluateConfi
     generated: dict[str, str] = {}
     for idx, batch in data.batches(data.clips_with(m), cfg.batch_size):
         tokens = generate_captions(
-            loaded.model, batch.to(device), loaded.objective, m.group, max_len=max_len, beam_size=cfg.beam_size
+            loaded.model,
+            batch.to(device),
+            loaded.objective,
+            m.group,
+            max_len=max_len,
+            beam_size=cfg.beam_size,
+            length_penalty=cfg.length_penalty,
+            min_len=min(cfg.min_caption_len, max_len - 2),
+            no_repeat_ngram=cfg.no_repeat_ngram,
         )
         generated.update(zip((data.clip_ids[int(i)] for i in idx), decode_tokens(tokens.cpu()), strict=True))
     return generated
@@ -221,7 +229,10 @@ def evaluate(loaded: LoadedModel, data: EvalSet, cfg: EvaluateConfig, progress: 
     if data.truncated:
         notes.append(f"{data.truncated} caption(s) cut to the model's {data.tokens.shape[1]} tokens, as training does")
     if caption_groups:
-        notes.append(f"captions generated with beam size {cfg.beam_size}, at most {max_len} tokens")
+        notes.append(
+            f"captions generated with beam size {cfg.beam_size}, {min(cfg.min_caption_len, max_len - 2)} to "
+            f"{max_len} tokens, length penalty {cfg.length_penalty:g}, no repeated {cfg.no_repeat_ngram}-grams"
+        )
     result = EvaluationResult(
         checkpoint=str(loaded.path),
         step=loaded.step,

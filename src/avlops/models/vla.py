@@ -562,6 +562,21 @@ def _weight_head(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
 
 
+def _repeating_tokens(seq: Tensor, n: int) -> tuple[list[int], list[int]]:
+    """(row, token) pairs that would complete an n-gram already in that row of ``seq`` [N, k] (SOT first)."""
+    rows: list[int] = []
+    tokens: list[int] = []
+    if seq.shape[1] < max(n, 2):
+        return rows, tokens
+    for r, t in enumerate(seq[:, 1:].tolist()):  # the generated tokens, SOT dropped
+        prefix = t[len(t) - n + 1 :] if n > 1 else []
+        for i in range(len(t) - n + 1):
+            if t[i : i + n - 1] == prefix:
+                rows.append(r)
+                tokens.append(t[i + n - 1])
+    return rows, tokens
+
+
 class VLAModel(nn.Module):
     """Text, vision (per frame) and audio (per slice) towers in one CLIP space, plus a caption decoder."""
 
@@ -668,14 +683,22 @@ class VLAModel(nn.Module):
         beam_size: int = 1,
         length_penalty: float = 0.6,
         style: CaptionStyle = CaptionStyle.MASKED,
+        min_len: int = 0,
+        no_repeat_ngram: int = 0,
     ) -> Tensor:
         """Decode captions: ``beam_size`` 1 is greedy, more is beam search ranked by log p / ((5 + len) / 6)^α (GNMT).
 
         memory [B, K, D], memory_mask [B, K] -> token ids [B, n] (n <= max_len): SOT first, every row ends with EOT
-        (forced at ``max_len``), then padding. ``style`` must match how the decoder was trained.
+        (forced at ``max_len``), then padding. ``style`` must match how the decoder was trained. ``min_len``: EOT is
+        banned until that many tokens follow SOT; ``no_repeat_ngram`` n > 0: no n-gram of tokens occurs twice in a
+        caption (the token that would repeat one is banned), as in fairseq / Hugging Face generation.
         """
         if not 2 <= max_len <= self.cfg.decoder.context_length:
             raise ValueError(f"max_len must be in [2, {self.cfg.decoder.context_length}], got {max_len}")
+        if not 0 <= min_len <= max_len - 2:
+            raise ValueError(f"min_len must be in [0, max_len - 2 = {max_len - 2}], got {min_len}")
+        if no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
         batch, k = memory.shape[0], beam_size
         if k > 1:  # one copy of the memory per beam: [B, K, D] -> [B*k, K, D]
             memory = memory.repeat_interleave(k, dim=0)
@@ -687,6 +710,11 @@ class VLAModel(nn.Module):
         done = torch.zeros(batch * k, dtype=torch.bool, device=memory.device)
         for step in range(max_len - 1):
             logp = self._next_logprobs(seq, memory, memory_mask, style)  # [B*k, V]
+            if step < min_len:  # too short to end
+                logp[:, EOT_TOKEN_ID] = -math.inf
+            if no_repeat_ngram:
+                ban_rows, ban_tokens = _repeating_tokens(seq, no_repeat_ngram)
+                logp[ban_rows, ban_tokens] = -math.inf
             if step == max_len - 2:  # last slot: EOT only
                 logp = torch.where(torch.arange(logp.shape[1], device=logp.device) == EOT_TOKEN_ID, 0.0, -math.inf)
                 logp = logp.expand(batch * k, -1)

@@ -91,6 +91,8 @@ def generate_from_features(
         max_len=limits.caption_max_len,
         beam_size=limits.caption_beam_size,
         length_penalty=limits.caption_length_penalty,
+        min_len=min(limits.caption_min_len, limits.caption_max_len - 2),
+        no_repeat_ngram=limits.caption_no_repeat_ngram,
         style=(objective.caption or CaptionObjective()).style,
     )
 
