@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,17 @@ def test_exclusive_lock_refuses_a_second_writer_at_once(tmp_path: Path) -> None:
             pass
     with exclusive_lock(folder, lambda: RuntimeError("busy")):  # released: the next writer gets it
         pass
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path, umask: int, mode: int) -> None:
+    """Issue 12 point 8: index.json, shards and reports were written 0600 instead of honouring the umask."""
+    before = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "index.json", {"a": 1})
+        write_bytes_atomic(tmp_path / "shard.bin", b"x")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(before)
+    for name in ("index.json", "shard.bin", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

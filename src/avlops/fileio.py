@@ -47,12 +47,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask: from /proc (Linux, no side effect), else by setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_path)``, fsync the result, and rename it over ``path``; a failure leaves no temp file."""
+    """Call ``write(tmp_path)``, fsync the result, and rename it over ``path``; a failure leaves no temp file.
+
+    The file gets the mode a plain ``open()`` would give it (0666 less the umask), not the temporary file's 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         write(Path(tmp))
         fd = os.open(tmp, os.O_RDONLY)
         try:

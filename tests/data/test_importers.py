@@ -363,3 +363,15 @@ def test_every_importer_explains_its_layout(fmt: str, capsys: pytest.CaptureFixt
     assert main(["data", "import", fmt, "--help"]) == 0
     out = capsys.readouterr().out
     assert "example:" in out and f"avlops data import {fmt} --root" in out and "quarantine.jsonl" in out
+
+
+def test_an_empty_or_bad_caption_is_blamed_on_its_txt(folder_root: Path, sample_media: SampleMedia) -> None:
+    """Issue 12 point 8: the importer blamed an empty caption on the .mp4 rather than its .txt."""
+    shutil.copy(sample_media.video, folder_root / "blank.mp4")
+    (folder_root / "blank.txt").write_text("\n  \n", encoding="utf-8")
+    shutil.copy(sample_media.video, folder_root / "ctrl.mp4")
+    (folder_root / "ctrl.txt").write_text("a bell\x07 rings\n", encoding="utf-8")
+    result = import_folder(folder_root, progress=False)
+    bad = {p.clip_id: (p.source, "; ".join(p.reasons)) for p in result.problems}
+    assert bad["blank"] == (str(folder_root / "blank.txt"), "no caption: the file is empty or holds only blank lines")
+    assert bad["ctrl"][0] == str(folder_root / "ctrl.txt") and "control characters" in bad["ctrl"][1]

@@ -54,3 +54,12 @@ def test_check_quarantines_a_truncated_faststart_mp4(media: dict[str, Path], tmp
     assert [q["clip_id"] for q in quarantined] == ["b"]
     assert "truncated" in "; ".join(quarantined[0]["reasons"])
     assert [json.loads(x)["clip_id"] for x in (root / "manifest.jsonl").read_text().splitlines()] == ["a"]
+
+
+def test_ffmpeg_errors_read_as_text(tmp_path: Path) -> None:
+    """Issue 12 point 8: messages showed "FFmpeg error 1094995529" instead of the error's text."""
+    bad = tmp_path / "noise.mp4"
+    bad.write_bytes(b"not a video at all " * 50)
+    with pytest.raises(MediaError) as err:
+        probe(bad)
+    assert "Invalid data found when processing input" in str(err.value) and "1094995529" not in str(err.value)

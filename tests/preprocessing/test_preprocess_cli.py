@@ -28,6 +28,17 @@ def test_preprocess_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "1 resumed from finished shards" in capsys.readouterr().out
 
 
+def test_an_unparsable_line_is_printed_without_a_clip_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12 point 8: `preprocess` printed `[None]` as the id of an undecodable manifest line."""
+    write_video(tmp_path / "a.mp4", n_frames=8)
+    manifest = write_manifest(tmp_path, [record("a", "a.mp4")])
+    manifest.write_text(manifest.read_text() + "{not json\n")
+    argv = ["preprocess", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--model", "tiny"]
+    assert main([*argv, "--workers", "1", "--no-progress"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert f"quarantined: {manifest}:2: not valid JSON" in out and "[None]" not in out
+
+
 def test_no_usable_clip_fails(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, [record("b", "gone.mp4")])
     argv = ["preprocess", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--no-progress"]

@@ -96,7 +96,9 @@ def run_preprocess(args: argparse.Namespace) -> int:
     lines = quarantine.read_text(encoding="utf-8").splitlines() if quarantine.is_file() else []
     for line in lines[:20]:
         p = json.loads(line)
-        print(f"quarantined: {p['source']}:{p['line']} [{p['clip_id']}]: " + "; ".join(p["reasons"]))
+        where = f"{p['source']}:{p['line']}" if p.get("line") is not None else p["source"]
+        who = f" [{p['clip_id']}]" if p.get("clip_id") else ""  # an unparsable line names no clip
+        print(f"quarantined: {where}{who}: " + "; ".join(p["reasons"]))
     if len(lines) > 20:
         print(f"... and {len(lines) - 20} more in {quarantine}")
     print(

@@ -178,6 +178,6 @@ def open_media(path: Path, what: str) -> av.container.InputContainer:
 def decode_reason(err: BaseException) -> str:
     """Why a decoder failed, without FFmpeg's copy of the file's absolute path (the caller names the file): the same
     bad file gives the same reason wherever the dataset lives."""
-    if isinstance(err, av.FFmpegError) and err.strerror:
-        return f"{err.strerror} (FFmpeg error {err.errno})" if err.errno is not None else str(err.strerror)
+    if isinstance(err, av.FFmpegError):  # its text, not the raw code ("FFmpeg error 1094995529")
+        return str(err.strerror) if err.strerror else f"{type(err).__name__} (FFmpeg error code {err.errno})"
     return str(err)

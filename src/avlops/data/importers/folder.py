@@ -112,6 +112,10 @@ def import_folder(
         captions = _captions(root, g.text[0], result, clip_id)
         if captions is None:
             continue
+        txt = str(root / g.text[0])
+        if not captions:  # the caption file's fault, not the media's
+            result.reject(txt, None, clip_id, "no caption: the file is empty or holds only blank lines")
+            continue
         fields: dict[str, object] = {
             "clip_id": clip_id,
             "captions": captions,
@@ -123,5 +127,5 @@ def import_folder(
             fields["video"] = g.visual[0]
         if g.audio:
             fields["audio"] = g.audio[0]
-        result.add(fields, where, None, origin=key)
+        result.add(fields, where, None, origin=key, caption_source=txt)
     return result

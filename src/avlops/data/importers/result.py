@@ -45,18 +45,22 @@ class ImportResult:
         *,
         origin: str | None = None,
         note: str | None = None,
+        caption_source: str | None = None,
     ) -> None:
         """Validate ``fields`` as a :class:`ClipRecord`; keep it, or reject it with every reason.
 
         ``origin`` is what the clip_id was derived from (a file name), quoted when two clips end up with one id;
-        ``note`` is added to the reasons of a rejected record (e.g. which lines its captions came from).
+        ``note`` is added to the reasons of a rejected record (e.g. which lines its captions came from);
+        ``caption_source`` is the file the captions came from, blamed instead of ``source`` when only they are bad.
         """
         raw_id = fields.get("clip_id")
         clip_id = raw_id if isinstance(raw_id, str) else None
         try:
             record = parse_record(fields)
         except RecordError as err:
-            self.reject(source, line, clip_id, *err.reasons, *([note] if note else []))
+            only_captions = caption_source is not None and all(r.startswith("captions") for r in err.reasons)
+            where_bad = caption_source if only_captions and caption_source is not None else source
+            self.reject(where_bad, None if only_captions else line, clip_id, *err.reasons, *([note] if note else []))
             return
         where = source if line is None else f"{source}:{line}"
         if record.clip_id in self._first:
