@@ -46,6 +46,7 @@ __all__ = [
     "compute_losses",
     "generate_captions",
     "group_features",
+    "objective_for_data",
     "similarity_matrix",
     "trim_tokens",
 ]
@@ -115,17 +116,31 @@ def _masks(batch: Batch, video: Tensor, audio: Tensor) -> tuple[Tensor, Tensor]:
     return video_mask, audio_mask
 
 
+def _rows(present: Tensor) -> Tensor | None:
+    """Indices [B'] of the clips that have a group's input [B] bool; None when every clip has it."""
+    return None if bool(present.all()) else present.nonzero().squeeze(-1)
+
+
+def _take(rows: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    return tensors if rows is None else tuple(t[rows] for t in tensors)
+
+
 def group_features(model: VLAModel, out: VLAOutput, batch: Batch, group: ModalityGroup) -> GroupFeatures:
-    """The non-text side of a group: its features, mask, token-weight logits, and which clips take part."""
+    """The non-text side of a group: its features, mask, token-weight logits, and which clips take part (clips
+    without the group's input — no frames for T–V, no sound for T–A, neither for T–AV — are left out)."""
     video_mask, audio_mask = _masks(batch, out.video, out.audio)
     if group is ModalityGroup.T_V:
-        return GroupFeatures(out.video, video_mask, _weights(model.video_weight_head, out.video), None)
+        rows = _rows(video_mask.any(dim=1))
+        v, m = _take(rows, out.video, video_mask)  # [B', F, C], [B', F]
+        return GroupFeatures(v, m, _weights(model.video_weight_head, v), rows)
     if group is ModalityGroup.T_A:
         rows = batch.has_audio.bool().nonzero().squeeze(-1)  # [B']
         a = out.audio[rows]  # [B', S, C]
         return GroupFeatures(a, audio_mask[rows], _weights(model.audio_weight_head, a), rows)
     weights = torch.cat([_weights(model.video_weight_head, out.video), _weights(model.audio_weight_head, out.audio)], 1)
-    return GroupFeatures(out.audiovisual.feats, out.audiovisual.mask, weights, None)  # [B, F+S, C], [B, F+S]
+    rows = _rows(out.audiovisual.mask.any(dim=1))
+    feats, mask, weights = _take(rows, out.audiovisual.feats, out.audiovisual.mask, weights)
+    return GroupFeatures(feats, mask, weights, rows)  # [B', F+S, C], [B', F+S]
 
 
 def similarity_matrix(model: VLAModel, text: TextFeatures, other: GroupFeatures, cfg: ObjectiveConfig) -> Tensor:
@@ -142,17 +157,22 @@ def _select(text: TextFeatures, rows: Tensor | None) -> TextFeatures:
 
 
 def caption_memory(
-    model: VLAModel, video: Tensor, audio: Tensor, batch: Batch, group: ModalityGroup
+    model: VLAModel, video: Tensor, audio: Tensor, batch: Batch, group: ModalityGroup, *, keep_all: bool = False
 ) -> tuple[MaskedFeatures, Tensor | None]:
     """Decoder memory for a group from video [B, F, C] and audio [B, S, C] features (T–AV: VALOR's concat), and
-    the clips it covers (T–A: clips with audio; None = all)."""
+    the clips it covers (None = all): T–A only clips with audio; T–V and T–AV only clips with some input to
+    caption from, unless ``keep_all`` (generation answers every clip it is given)."""
     video_mask, audio_mask = _masks(batch, video, audio)
     if group is ModalityGroup.T_V:
-        return model.caption_memory(video=video, video_mask=video_mask), None
+        rows = None if keep_all else _rows(video_mask.any(dim=1))
+        v, m = _take(rows, video, video_mask)
+        return model.caption_memory(video=v, video_mask=m), rows
     if group is ModalityGroup.T_A:
         rows = batch.has_audio.bool().nonzero().squeeze(-1)  # [B']
         return model.caption_memory(audio=audio[rows], audio_mask=audio_mask[rows]), rows
-    return model.caption_memory(video, audio, video_mask, audio_mask), None
+    rows = None if keep_all else _rows(video_mask.any(dim=1) | audio_mask.any(dim=1))
+    v, a, vm, am = _take(rows, video, audio, video_mask, audio_mask)
+    return model.caption_memory(v, a, vm, am), rows
 
 
 def _gather_outputs(out: VLAOutput, batch: Batch, gather: Gather) -> tuple[VLAOutput, Batch]:
@@ -308,6 +328,33 @@ def _audio_self_term(
     return info_nce(F.normalize(z, dim=-1) @ F.normalize(z_aug, dim=-1).T, scale)
 
 
+def objective_for_data(cfg: ObjectiveConfig, has_video: bool, has_audio: bool) -> tuple[ObjectiveConfig, list[str]]:
+    """``cfg`` without the loss terms the data gives no input to (T–V and captions from T–V without any video, T–A,
+    captions from T–A and the audio self-term without any sound), and a line per term left out, saying why.
+
+    Such a term would be a constant (InfoNCE over identical scores sits at ln B) added to the total; left out, the
+    run says so once. Raises ``ValueError`` when nothing is left to train.
+    """
+    missing = {ModalityGroup.T_V: None if has_video else "video", ModalityGroup.T_A: None if has_audio else "audio"}
+    missing[ModalityGroup.T_AV] = None if has_video or has_audio else "video or audio"
+    skipped = [f"mga/{g.value}: no clip has {missing[g]}" for g in cfg.groups if missing[g]]
+    groups = tuple(g for g in cfg.groups if not missing[g])
+    caption = cfg.caption
+    if caption is not None:
+        skipped += [f"mgc/{g.value}: no clip has {missing[g]}" for g in caption.groups if missing[g]]
+        kept = tuple(g for g in caption.groups if not missing[g])
+        caption = replace(caption, groups=kept) if kept else None
+    audio_self = cfg.audio_self
+    if audio_self is not None and not has_audio:
+        skipped.append("audio_self: no clip has audio")
+        audio_self = None
+    if not skipped:
+        return cfg, []
+    if not groups and caption is None and audio_self is None:
+        raise ValueError("the objective has no term left that this data has input for: " + "; ".join(skipped))
+    return replace(cfg, groups=groups, caption=caption, audio_self=audio_self), skipped
+
+
 @torch.no_grad()
 def generate_captions(
     model: VLAModel,
@@ -329,7 +376,7 @@ def generate_captions(
     style = (cfg.caption or CaptionObjective()).style
     video = model.encode_video(batch.frames)  # [B, F, C]
     audio = model.encode_audio(batch.fbank, batch.audio_type_weight)  # [B, S, C]
-    memory, _ = caption_memory(model, video, audio, batch, group)
+    memory, _ = caption_memory(model, video, audio, batch, group, keep_all=True)
     return model.generate(
         memory.feats,
         memory.mask,

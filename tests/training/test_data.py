@@ -11,6 +11,7 @@ import pytest
 import torch
 from training_data import AUDIO_TYPES, write_dataset
 
+from avlops.losses import ModalityGroup
 from avlops.models.vla import AUDIO_TYPE_WEIGHTS, EOT_TOKEN_ID, VLAConfig
 from avlops.training.data import DataError, GlobalBatchSampler, ShardDataset, build_loader, to_batch
 from avlops.training.params import TrainConfig, resolve
@@ -159,3 +160,41 @@ def test_train_cli_drops_quarantined_clips_and_says_so(
     assert "no validation quarantine given" in capsys.readouterr().out
     assert main([*argv, "--out", str(tmp_path / "c"), "--quarantine", str(tmp_path / "none.jsonl")]) == 3
     assert "none.jsonl: quarantine file not found" in capsys.readouterr().err
+
+
+def test_audio_only_data_trains_no_constant_video_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12 point 5: on audio-only data mga/tv sat at ln(batch) for the whole run, added to the total."""
+    import math
+
+    from avlops.cli import main
+    from avlops.losses import ObjectiveConfig
+    from avlops.task import compute_losses, objective_for_data
+
+    data = write_dataset(tmp_path / "audio", with_video=False)
+    model_cfg = resolve(TrainConfig(model="tiny", steps=1)).model
+    ds = ShardDataset(data, model_cfg)
+    assert (ds.with_video, ds.with_audio) == (0, 13)  # every fifth clip is silent too
+
+    from avlops.models.vla import VLAModel
+
+    torch.manual_seed(0)
+    model = VLAModel(model_cfg)
+    batch = to_batch(next(iter(build_loader(ds, GlobalBatchSampler(len(ds), 8, seed=0), num_workers=0))), "cpu")
+    terms = compute_losses(model, batch, ObjectiveConfig()).terms
+    assert "mga/tv" not in terms and "mga/ta" in terms  # no clip with frames: no T-V term (not ln 8 = 2.08)
+    assert not math.isclose(float(terms["mga/tav"]), math.log(8), abs_tol=1e-3)
+
+    objective, skipped = objective_for_data(ObjectiveConfig(), has_video=False, has_audio=True)
+    assert skipped == ["mga/tv: no clip has video"] and [g.value for g in objective.groups] == ["ta", "tav"]
+    with pytest.raises(ValueError, match="no term left"):
+        objective_for_data(ObjectiveConfig(groups=(ModalityGroup.T_V,), caption=None), False, True)
+
+    repo = Path(__file__).resolve().parents[2]
+    argv = ["train", "--config", str(repo / "configs/train/tiny.yaml"), "--data", str(data), "--steps", "2"]
+    assert main([*argv, "--num-workers", "0", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("loss term left out, the data has no input for it: mga/tv: no clip has video") == 1
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("mga/tv" not in row.get("loss", {}) for row in logged) and any(
+        "mga/ta" in r.get("loss", {}) for r in logged
+    )

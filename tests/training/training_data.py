@@ -18,7 +18,9 @@ from avlops.preprocessing.shards import write_shard
 AUDIO_TYPES = ("verbal", "nonverbal", "mixed")
 
 
-def _clip(index: int, generator: torch.Generator, frames: int = 2, slices: int = 1) -> dict[str, torch.Tensor]:
+def _clip(
+    index: int, generator: torch.Generator, frames: int = 2, slices: int = 1, with_video: bool = True
+) -> dict[str, torch.Tensor]:
     cls = index % 4
     video = 0.3 * torch.randn(frames, 3, 32, 32, generator=generator)
     video[:, cls % 3, (cls // 3) * 16 : (cls // 3) * 16 + 16] += 1.5  # class pattern: a bright band in one channel
@@ -31,10 +33,12 @@ def _clip(index: int, generator: torch.Generator, frames: int = 2, slices: int =
     for c in range(2):  # two captions: class words, then a clip-specific word
         words = [1000 + 10 * cls, 1001 + 10 * cls, 2000 + 7 * index + c]
         text[c, : len(words) + 2] = torch.tensor([SOT_TOKEN_ID, *words, EOT_TOKEN_ID])
+    if not with_video:  # an audio-only clip: the placeholder preprocessing writes
+        video.zero_()
     return {
         "video": video,
-        "video_mask": torch.ones(frames, dtype=torch.bool),
-        "has_video": torch.tensor(True),
+        "video_mask": torch.full((frames,), with_video),
+        "has_video": torch.tensor(with_video),
         "audio": audio,
         "audio_mask": torch.full((slices,), has_audio),
         "has_audio": torch.tensor(has_audio),
@@ -42,14 +46,16 @@ def _clip(index: int, generator: torch.Generator, frames: int = 2, slices: int =
     }
 
 
-def write_dataset(out: Path, clips: int = 16, shard_size: int = 8, split: str = "train", seed: int = 0) -> Path:
+def write_dataset(
+    out: Path, clips: int = 16, shard_size: int = 8, split: str = "train", seed: int = 0, with_video: bool = True
+) -> Path:
     """An ``avlops preprocess``-like folder: shards, per-shard records with audio types, and index.json."""
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     shards: list[dict[str, Any]] = []
     for k, start in enumerate(range(0, clips, shard_size)):
         ids = [f"clip{i:04d}" for i in range(start, min(start + shard_size, clips))]
-        tensors = [_clip(start + j, g) for j in range(len(ids))]
+        tensors = [_clip(start + j, g, with_video=with_video) for j in range(len(ids))]
         name = f"{split}-{k:05d}"
         size, digest = write_shard(
             out / f"{name}.safetensors",

@@ -134,6 +134,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(describe_dropped(result.dropped, f"split {cfg.split!r}"))
     elif not cfg.quarantine:
         print("no validation quarantine given (--quarantine or train.quarantine): trained on every preprocessed clip")
+    for term in result.skipped_terms:
+        print(f"loss term left out, the data has no input for it: {term}")
     if loss:
         print(f"loss: {loss}")
     report = read_run(result.out_dir)

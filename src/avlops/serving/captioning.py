@@ -84,7 +84,7 @@ def generate_from_features(
         video_mask=video_mask,
         audio_mask=audio_mask,
     )
-    memory, _ = caption_memory(model, video, audio, batch, caption_group(objective))
+    memory, _ = caption_memory(model, video, audio, batch, caption_group(objective), keep_all=True)
     return model.generate(
         memory.feats,
         memory.mask,

@@ -98,13 +98,17 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         self._where: list[tuple[int, int]] = []
         weights: list[float] = []
         self.dropped: dict[str, str] = {}  # quarantined clips left out: clip_id -> why
+        self.with_video = self.with_audio = 0  # kept clips that have frames / sound
         for k, s in enumerate(self.shards):
+            has_video, has_audio = _flags(s.path)
             for i, (clip, w) in enumerate(zip(_clip_ids(s.path), _type_weights(s), strict=True)):
                 if clip in exclude:
                     self.dropped[clip] = exclude[clip]
                 else:
                     self._where.append((k, i))
                     weights.append(w)
+                    self.with_video += int(has_video[i])
+                    self.with_audio += int(has_audio[i])
         if not self._where:
             raise DataError(f"{self.data_dir}: every {split!r} clip is quarantined ({len(self.dropped)} dropped)")
         self._type_weight = torch.tensor(weights, dtype=torch.float32)
@@ -220,6 +224,14 @@ def _check_shard(data_dir: Path, entry: dict[str, Any], model: VLAConfig, verify
     if problems:
         raise DataError(f"{path}: shard does not fit the model: " + "; ".join(problems) + f"; {hint}")
     return ShardInfo(path, n, video[1], audio[1], text[1])
+
+
+def _flags(path: Path) -> tuple[list[bool], list[bool]]:
+    """Per clip of a shard: has frames (any unmasked frame), has sound."""
+    with safe_open(str(path), framework="pt") as fh:
+        video: list[bool] = fh.get_tensor("video_mask").bool().any(dim=1).tolist()
+        audio: list[bool] = fh.get_tensor("has_audio").bool().tolist()
+    return video, audio
 
 
 def _clip_ids(path: Path) -> list[str]:

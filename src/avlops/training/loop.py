@@ -14,6 +14,7 @@ bf16 autocast and gradient checkpointing apply on CUDA only; on a CPU the run tr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -35,7 +36,7 @@ from avlops.fileio import exclusive_lock, write_json_atomic
 from avlops.models.pretrained import load_clip_state_dict, read_state_dict
 from avlops.models.vla import ResidualAttentionBlock, VLAModel
 from avlops.objective import ObjectiveConfig
-from avlops.task import Batch, Gather, LossOutput, compute_losses
+from avlops.task import Batch, Gather, LossOutput, compute_losses, objective_for_data
 from avlops.training import distributed
 from avlops.training.checkpoint import (
     CHECKPOINT_DIR,
@@ -94,6 +95,7 @@ class TrainResult:
     data_wait_share: float  # share of that step time spent waiting for batches
     seconds: float
     dropped: dict[str, str] = field(default_factory=dict)  # quarantined clips left out: clip_id -> why
+    skipped_terms: list[str] = field(default_factory=list)  # loss terms the data had no input for, and why
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -335,6 +337,15 @@ def _train(
     )
     if dataset.dropped:
         log.warning("%s", describe_dropped(dataset.dropped, f"split {cfg.split!r}"))
+    try:  # terms the data has no input for are left out (never trained as constants), and said so once
+        objective, skipped_terms = objective_for_data(
+            resolved.objective, dataset.with_video > 0, dataset.with_audio > 0
+        )
+    except ValueError as err:
+        raise DataError(f"{data_dir}: split {cfg.split!r}: {err}") from None
+    if skipped_terms:
+        resolved = dataclasses.replace(resolved, objective=objective)
+        log.warning("loss terms left out, the data has no input for them: %s", "; ".join(skipped_terms))
     total = _total_steps(resolved, len(dataset), env)
     ckpt = latest_checkpoint(out / CHECKPOINT_DIR)
     if ckpt is not None and not resume:
@@ -370,6 +381,7 @@ def _train(
         data_wait_share=clock.run_wait / clock.run_time if clock.run_time > 0 else 0.0,
         seconds=time.perf_counter() - run_start,
         dropped=dataset.dropped,
+        skipped_terms=skipped_terms,
     )
     if env.is_main:
         write_json_atomic(out / RESULT_NAME, result.to_json_dict())
