@@ -20,7 +20,7 @@ from avlops.data.importers import (
     manifest_path,
     save_import,
 )
-from avlops.data.importers.splits import SplitAssignment, SplitError, assign_splits
+from avlops.data.importers.splits import SplitAssignment, SplitError, read_split_file
 from avlops.data.params import CheckConfig
 from avlops.data.schema import AudioType, Split
 
@@ -224,19 +224,20 @@ def _run(args: argparse.Namespace, read: Callable[[], ImportResult], splits: boo
     manifest = manifest_path(root, args.manifest)
     try:
         assignment = _assignment(args) if splits else None
+        if assignment is not None and assignment.mode == "file" and assignment.file is not None:
+            read_split_file(assignment.file)  # a bad split file is refused before any media is read
         result = read()
-        split_report = assign_splits(result, assignment) if assignment is not None else None
     except SplitError as err:
         print(f"avlops: {err}", file=sys.stderr)
         return ExitCode.USAGE if "not found" not in str(err) else ExitCode.INPUT
     except SourceError as err:
         print(f"avlops: {err}", file=sys.stderr)
         return ExitCode.INPUT
+    report, split_report = save_import(result, root, manifest, decode=not args.no_decode, splits=assignment)
     if split_report is not None:
         for moved in split_report.moved:
             print(f"moved: {moved}")
         print(split_report.summary())
-    report = save_import(result, root, manifest, decode=not args.no_decode)
     for p in report.problems:
         print(f"bad record: {p.format()}")
     summary = report.summary()

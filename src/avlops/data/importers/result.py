@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avlops.config import ConfigError
 from avlops.data.manifest import CheckReport, LocatedRecord, Problem, check_records, write_manifest, write_quarantine
 from avlops.data.schema import RecordError, parse_record
+
+if TYPE_CHECKING:
+    from avlops.data.importers.splits import SplitAssignment, SplitReport
 
 __all__ = [
     "QUARANTINE_NAME",
@@ -117,9 +120,13 @@ def save_import(
     decode: bool = True,
     workers: int = 4,
     progress: bool = True,
-) -> CheckReport:
+    splits: SplitAssignment | None = None,
+) -> tuple[CheckReport, SplitReport | None]:
     """Check the imported records against the media under ``root`` (present, decodable, inside the root, unique ids),
-    then write the kept ones to ``manifest`` and every problem to ``<root>/quarantine.jsonl``."""
+    assign the good ones their splits (``splits``: :func:`avlops.data.importers.splits.assign_splits`; None keeps
+    the importer's), then write the kept ones to ``manifest`` and every problem to ``<root>/quarantine.jsonl``."""
+    from avlops.data.importers.splits import assign_splits  # it builds on ImportResult
+
     report = check_records(
         result.entries,
         root,
@@ -129,6 +136,11 @@ def save_import(
         workers=workers,
         progress=progress,
     )
+    split_report = None
+    if splits is not None:  # after the media check: a broken file takes no place in a split
+        checked = ImportResult(entries=list(report.kept), problems=list(report.problems))
+        split_report = assign_splits(checked, splits)
+        report.kept, report.problems = checked.entries, checked.problems
     write_manifest(manifest, report.records)
     write_quarantine(root / QUARANTINE_NAME, report.problems)
-    return report
+    return report, split_report

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ffmpeg", "needs_tools", "speech_wav", "still_png", "truncated_copy", "video"]
+__all__ = ["audio", "ffmpeg", "needs_tools", "speech_wav", "still_png", "truncated_copy", "video"]
 
 needs_tools = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("espeak-ng") is None,
@@ -28,31 +28,45 @@ def video(
     size: str = "64x48",
     rate: str = "10",
     vcodec: str = "libx264",
+    pix_fmt: str = "yuv420p",
     audio: str | None = "sine=frequency=440",
     acodec: str = "aac",
     channels: int = 1,
+    vf: str | None = None,
     extra: tuple[str, ...] = (),
 ) -> Path:
-    """A moving test pattern (``size``, ``rate`` fps) with a ``lavfi`` audio source (or none), encoded as asked."""
+    """A moving test pattern (``size``, ``rate`` fps, then the ``vf`` filter) with a ``lavfi`` audio source (or
+    none) on ``channels`` channels, encoded as asked."""
     path.parent.mkdir(parents=True, exist_ok=True)
     args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
     if audio is not None:
         args += ["-f", "lavfi", "-i", f"{audio}:duration={seconds}"]
-    args += ["-c:v", vcodec, "-pix_fmt", "yuv420p"]
+    if vf is not None:
+        args += ["-vf", vf]
+    args += ["-c:v", vcodec, "-pix_fmt", pix_fmt]
+    if vcodec == "libx264":
+        args += ["-preset", "ultrafast"]
+    if vcodec == "libvpx-vp9":
+        args += ["-deadline", "realtime", "-cpu-used", "8"]
     if audio is not None:
         args += ["-c:a", acodec, "-ac", str(channels)]
     ffmpeg(*args, *extra, "-t", str(seconds), str(path))
     return path
 
 
-def speech_wav(path: Path, text: str, *, rate: int = 16000) -> Path:
-    """espeak-ng saying ``text``, resampled to ``rate`` Hz mono (a wav, or mp3 by suffix)."""
+def audio(path: Path, text: str, *, rate: int = 16000, codec: tuple[str, ...] = ()) -> Path:
+    """espeak-ng saying ``text`` at ``rate`` Hz mono, encoded by the suffix (wav, mp3 with ``libmp3lame``, ...)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = path.with_name(path.stem + ".espeak.wav")
     subprocess.run(["espeak-ng", "-w", str(raw), text], check=True, timeout=60)
-    ffmpeg("-i", str(raw), "-ar", str(rate), "-ac", "1", str(path))
+    ffmpeg("-i", str(raw), "-ar", str(rate), "-ac", "1", *codec, str(path))
     raw.unlink()
     return path
+
+
+def speech_wav(path: Path, text: str, *, rate: int = 16000) -> Path:
+    """espeak-ng saying ``text``, resampled to ``rate`` Hz mono."""
+    return audio(path, text, rate=rate)
 
 
 def still_png(path: Path, size: str = "40x30") -> Path:
