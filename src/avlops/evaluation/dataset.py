@@ -183,6 +183,41 @@ def _split_entries(index: dict[str, Any], split: str, data_dir: Path) -> list[di
     return entries
 
 
+@dataclass
+class _Rows:
+    """The small per-clip tensors of a split's shards, in shard order (before the checks)."""
+
+    clip_ids: list[str]
+    where: list[tuple[Path, int]]
+    counts: list[int]  # captions per clip
+    parts: dict[str, list[Tensor]]  # text, has_video, has_audio, video_mask, audio_mask: one tensor per shard
+
+    def keep(self, keep: list[int]) -> _Rows:
+        """Only the clips at ``keep`` (their captions too); each part becomes one tensor."""
+        starts = torch.cumsum(torch.tensor([0, *self.counts]), 0)
+        text = torch.cat(self.parts["text"])
+        parts = {"text": [torch.cat([text[int(starts[i]) : int(starts[i + 1])] for i in keep])]} if keep else {}
+        parts |= {k: [torch.cat(v)[keep]] for k, v in self.parts.items() if k != "text"}
+        return _Rows(
+            [self.clip_ids[i] for i in keep], [self.where[i] for i in keep], [self.counts[i] for i in keep], parts
+        )
+
+
+def _read_rows(root: Path, entries: list[dict[str, Any]]) -> _Rows:
+    rows = _Rows([], [], [], {k: [] for k in ("text", "has_video", "has_audio", "video_mask", "audio_mask")})
+    for entry in entries:
+        path = root / str(entry["file"])
+        with safe_open(str(path), framework="pt") as fh:
+            ids = json.loads((fh.metadata() or {}).get("avlops", "{}")).get("clip_ids", [])
+            offsets = fh.get_tensor("caption_offsets")
+            rows.counts += (offsets[1:] - offsets[:-1]).tolist()
+            for k in rows.parts:
+                rows.parts[k].append(fh.get_tensor(k))
+        rows.clip_ids += ids
+        rows.where += [(path, i) for i in range(len(ids))]
+    return rows
+
+
 def load_eval_set(
     data_dir: str | Path,
     model: VLAConfig,
@@ -209,33 +244,14 @@ def load_eval_set(
     ShardDataset(root, model, split=split, model_name=model_name)
     manifest_path = resolve_manifest(root, index.get("manifest"), manifest)
 
-    clip_ids: list[str] = []
-    where: list[tuple[Path, int]] = []
-    parts: dict[str, list[Tensor]] = {k: [] for k in ("text", "has_video", "has_audio", "video_mask", "audio_mask")}
-    counts: list[int] = []
-    for entry in entries:
-        path = root / str(entry["file"])
-        with safe_open(str(path), framework="pt") as fh:
-            ids = json.loads((fh.metadata() or {}).get("avlops", "{}")).get("clip_ids", [])
-            offsets = fh.get_tensor("caption_offsets")
-            counts += (offsets[1:] - offsets[:-1]).tolist()
-            for k in parts:
-                parts[k].append(fh.get_tensor(k))
-        clip_ids += ids
-        where += [(path, i) for i in range(len(ids))]
-
+    rows = _read_rows(root, entries)
     exclude = exclude or {}
-    dropped = {c: exclude[c] for c in clip_ids if c in exclude}
+    dropped = {c: exclude[c] for c in rows.clip_ids if c in exclude}
     if dropped:  # quarantined clips: their rows, captions and positions go
-        keep = [i for i, c in enumerate(clip_ids) if c not in exclude]
-        if not keep:
+        rows = rows.keep([i for i, c in enumerate(rows.clip_ids) if c not in exclude])
+        if not rows.clip_ids:
             raise DataError(f"{root}: every {split!r} clip is quarantined ({len(dropped)} dropped)")
-        starts = torch.cumsum(torch.tensor([0, *counts]), 0)
-        text = torch.cat(parts["text"])
-        parts["text"] = [torch.cat([text[int(starts[i]) : int(starts[i + 1])] for i in keep])]
-        for k in ("has_video", "has_audio", "video_mask", "audio_mask"):
-            parts[k] = [torch.cat(parts[k])[keep]]
-        clip_ids, where, counts = [clip_ids[i] for i in keep], [where[i] for i in keep], [counts[i] for i in keep]
+    clip_ids, where, counts, parts = rows.clip_ids, rows.where, rows.counts, rows.parts
 
     dupes = sorted(c for c, n in Counter(clip_ids).items() if n > 1)
     if dupes:
