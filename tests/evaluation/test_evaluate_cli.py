@@ -68,6 +68,7 @@ def test_full_evaluation_writes_every_metric_the_verdict_and_the_report(full_run
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
         assert f"plots/{name}.png" in html and f"plots/{name}.png" in md
     assert "<table>" in html and "| t2av +DSL |" in md and "## Example captions" in md
+    assert "## Generated captions (%)" in md and "| distinct-2 |" in md
     captions = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
     assert len(captions) == 5 and set(captions[0]["generated"]) == {"v", "a", "av"} and captions[0]["references"]
     examples = json.loads((out / "examples.json").read_text())

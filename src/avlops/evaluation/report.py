@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from avlops.evaluation.blessing import Verdict
 from avlops.evaluation.names import (
     CAPTION_METRICS,
+    CAPTION_QUALITY,
     RETRIEVAL_METRICS,
     all_metric_names,
     backward,
@@ -182,7 +183,15 @@ def _caption_blocks(r: EvaluationResult) -> list[_Block]:
     ]
     if not rows:
         return []
-    return [_Block("h2", "Captioning (×100)"), _table(["from", *CAPTION_METRICS], rows)]
+    quality = [
+        [m.value, *(_num(r.metrics.get(caption_key(m, k))) for k in CAPTION_QUALITY)]
+        for m in Modality
+        if caption_key(m, "empty") in r.metrics
+    ]
+    blocks = [_Block("h2", "Captioning (×100)"), _table(["from", *CAPTION_METRICS], rows)]
+    if quality:  # the captions on their own: % empty / repetitive / degenerate, distinct n-grams in %
+        blocks += [_Block("h2", "Generated captions (%)"), _table(["from", *CAPTION_QUALITY], quality)]
+    return blocks
 
 
 def _baseline_blocks(r: EvaluationResult, base: EvaluationResult) -> list[_Block]:
