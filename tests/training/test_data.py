@@ -11,7 +11,7 @@ import pytest
 import torch
 from training_data import AUDIO_TYPES, write_dataset
 
-from avlops.losses import ModalityGroup
+from avlops.modality import ModalityGroup
 from avlops.models.vla import AUDIO_TYPE_WEIGHTS, EOT_TOKEN_ID, VLAConfig
 from avlops.training.data import DataError, GlobalBatchSampler, ShardDataset, build_loader, to_batch
 from avlops.training.params import TrainConfig, resolve
@@ -167,7 +167,7 @@ def test_audio_only_data_trains_no_constant_video_terms(tmp_path: Path, capsys: 
     import math
 
     from avlops.cli import main
-    from avlops.losses import ObjectiveConfig
+    from avlops.objective import ObjectiveConfig
     from avlops.task import compute_losses, objective_for_data
 
     data = write_dataset(tmp_path / "audio", with_video=False)
