@@ -131,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
     if result.dropped:
         from avlops.data.exclusions import describe_dropped
 
-        print(describe_dropped(result.dropped, f"split {cfg.split!r}"))
+        print(describe_dropped(result.dropped, f"split {str(cfg.split)!r}"))
     elif not cfg.quarantine:
         print("no validation quarantine given (--quarantine or train.quarantine): trained on every preprocessed clip")
     for term in result.skipped_terms:

@@ -81,6 +81,7 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         the ones found are in :attr:`dropped`. ``model_name`` (a configs/model name or YAML path) goes into the
         command a mismatch error suggests."""
         self.data_dir = Path(data_dir)
+        split = str(split)  # a Split enum reads as its value in messages
         self.seed = seed
         self.context = min(model.text.context_length, model.decoder.context_length)
         index = _read_index(self.data_dir)

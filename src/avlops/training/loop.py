@@ -336,13 +336,13 @@ def _train(
         model_name=cfg.model,
     )
     if dataset.dropped:
-        log.warning("%s", describe_dropped(dataset.dropped, f"split {cfg.split!r}"))
+        log.warning("%s", describe_dropped(dataset.dropped, f"split {str(cfg.split)!r}"))
     try:  # terms the data has no input for are left out (never trained as constants), and said so once
         objective, skipped_terms = objective_for_data(
             resolved.objective, dataset.with_video > 0, dataset.with_audio > 0
         )
     except ValueError as err:
-        raise DataError(f"{data_dir}: split {cfg.split!r}: {err}") from None
+        raise DataError(f"{data_dir}: split {str(cfg.split)!r}: {err}") from None
     if skipped_terms:
         resolved = dataclasses.replace(resolved, objective=objective)
         log.warning("loss terms left out, the data has no input for them: %s", "; ".join(skipped_terms))
