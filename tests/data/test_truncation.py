@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ffmpeg_media import needs_tools, speech_wav, truncated_copy, video
 
 from avlops.data.media import MediaError, probe
+from ffmpeg_media import needs_tools, speech_wav, truncated_copy, video
 
 pytestmark = needs_tools
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from serving_data import Deployment
 
 from avlops.cli import main
 from avlops.data.schema import ClipRecord
@@ -40,6 +39,7 @@ from avlops.serving.client import (
 )
 from avlops.serving.params import ServingLimits
 from avlops.serving.server import free_port
+from serving_data import Deployment
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
