@@ -11,7 +11,10 @@ request. Then each scenario rolls a version out with the default rollout spec an
 
 - ``healthy``: promoted;
 - ``errors``: Envoy's fault filter fails 20 % of the canary's requests (gRPC INTERNAL) once it takes traffic;
-- ``latency``: Envoy delays half the canary's requests by 200 ms;
+- ``latency``: a canary registered with a batching misconfiguration (``max_queue_delay_us`` = 100 ms: every
+  dynamically batched model waits for a fuller batch) — really slower in Triton, which Envoy's upstream latency
+  histograms see (a delay injected by Envoy's own fault filter happens before the upstream request and is not in
+  them: a first run of this benchmark with that injection promoted the canary);
 - ``corrupted``: the corrupted version (only the quality probe can tell);
 - ``killed``: the canary's Triton server is SIGKILLed during the analysis.
 
@@ -60,6 +63,7 @@ from avlops.training.loop import train
 from avlops.training.params import TrainConfig, resolve
 
 QUERY = "a red circle moves left while a high tone plays"
+PLAN = ["healthy", "errors", "latency", "corrupted", "killed"]
 
 
 def tiny_model(root: Path) -> dict[str, Path]:
@@ -207,6 +211,7 @@ def scenario(
     requests, failed = load.between(started, state.finished or time.time())
     return {
         "scenario": name,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "version": version,
         "decision": state.phase.value,
         "reasons": state.reasons,
@@ -278,6 +283,14 @@ def markdown(r: dict[str, Any]) -> str:
             f"{s['requests']} | {s['failed_requests']} | {s['stable_track']['failed']} | "
             f"{s['canary_track']['failed']} / {s['canary_track']['requests']} |"
         )
+    runs = sorted({s.get("date", r["date"]) for s in r["scenarios"]})
+    if len(runs) > 1:
+        lines += [
+            "",
+            "Scenarios from more than one run: "
+            + ", ".join(f"{s['scenario']} {s.get('date', r['date'])}" for s in r["scenarios"])
+            + ".",
+        ]
     lines += ["", "Reasons for the rollbacks:", ""]
     for s in r["scenarios"]:
         if s["reasons"]:
@@ -321,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         corrupted = register_model(
             bad["checkpoint"], bad["eval"], bad["catalogue"], cfg, data_dir=model["data"]
         ).version
+        slow_cfg = RegisterConfig.model_validate(
+            {"repository": str(root / "registry"), "batching": {"max_queue_delay_us": 100_000}}
+        )
+        slow = register_model(model["checkpoint"], model["eval"], model["catalogue"], slow_cfg, data_dir=model["data"])
         workdir = root / "platform"
         platform = up(workdir, root / "registry", healthy[0])
         load = Load(platform.address).start()
@@ -345,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = [
             ("healthy", healthy[1], None),
             ("errors", healthy[2], inject(abort_percent=20)),
-            ("latency", healthy[3], inject(delay_percent=50, delay_ms=200)),
+            ("latency", slow.version, None),
             ("corrupted", corrupted, None),
             ("killed", healthy[4], kill),
         ]
@@ -385,6 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "rollout.json"
+    if args.only and previous.is_file():  # a partial rerun replaces only its scenarios
+        before = json.loads(previous.read_text())
+        kept = [
+            {**s, "date": s.get("date", before["date"])} for s in before["scenarios"] if s["scenario"] not in args.only
+        ]
+        report["scenarios"] = sorted(kept + results, key=lambda s: PLAN.index(s["scenario"]))
     (args.out / "rollout.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "rollout.md").write_text(markdown(report))
     print(markdown(report))

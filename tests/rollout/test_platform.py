@@ -158,7 +158,7 @@ def world(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> I
     root = tmp_path_factory.mktemp("rollout")
     registry = root / "registry"
     cfg = RegisterConfig.model_validate({"repository": str(registry)})
-    for _ in range(3):  # versions 1 (champion), 2 and 3: the same healthy weights
+    for _ in range(4):  # versions 1 (champion) to 4: the same healthy weights
         register_model(deployment.checkpoint, deployment.eval_dir, deployment.catalogue, cfg, data_dir=deployment.data)
     spec = root / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
@@ -314,3 +314,28 @@ def test_a_killed_canary_is_drained_and_the_rollout_aborted(world: World) -> Non
     assert registry.status(version)["status"] == "failed"
     # the slot's cluster fails over to the other server, and retries of dropped requests go there too
     assert load_.failed == []
+
+
+def test_envoy_dying_mid_rollout_is_restarted_with_the_rollouts_weights_and_a_paused_rollout_aborted(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held = tmp_path / "held.yaml"
+    held.write_text(yaml.safe_dump({"strategy": {"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}}}))
+    registry = Registry(world.registry)
+    stable = set(world.platform().versions.values())
+    version = next(v for v in registry.versions() if v not in stable and not registry.status(v))
+    assert world.cli("start", str(version), "--spec", str(held), "--detach") == 0
+    state = world.wait("the pause", lambda s: s.phase.value == "Paused")
+    envoy = world.platform().envoy()
+    assert envoy.weights()[state.canary_slot] == 30
+    assert envoy.daemon.signal(signal.SIGKILL)
+    state = world.wait("Envoy's restart", lambda s: any("Envoy was not running" in e.text for e in s.events))
+    assert envoy.running()
+    assert envoy.weights() == {state.canary_slot: 30, state.stable_slot: 70}
+    with ServingClient(world.platform().address) as client:
+        assert client.search("a red circle", 3)
+    assert world.cli("abort") == 0
+    state = world.wait("the abort", lambda s: s.phase.value == "Aborted")
+    assert state.reasons == ["aborted by request"]
+    assert envoy.weights()[state.canary_slot] == 0
+    assert registry.status(version)["reasons"] == ["aborted by request"]
