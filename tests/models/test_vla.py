@@ -198,6 +198,9 @@ def test_min_len_and_no_repeat_ngram_shape_the_caption(make_model, make_batch) -
         seq = model.generate(memory.feats, memory.mask, max_len=8, beam_size=beam, no_repeat_ngram=1)
         body = seq.tolist()[0][1 : seq.tolist()[0].index(EOT_TOKEN_ID)]
         assert body and len(body) == len(set(body))  # no token twice
+        for row in model.generate(memory.feats, memory.mask, max_len=12, beam_size=beam, no_repeat_ngram=3).tolist():
+            body = row[1 : row.index(EOT_TOKEN_ID)]
+            assert all(a != b for a, b in itertools.pairwise(body))  # never a token twice in a row
         for row in model.generate(memory.feats, memory.mask, max_len=12, beam_size=beam, no_repeat_ngram=2).tolist():
             body = row[1 : row.index(EOT_TOKEN_ID)]
             bigrams = list(itertools.pairwise(body))

@@ -125,7 +125,9 @@ class EvaluateConfig(StrictModel):
     )
     length_penalty: float = Field(0.6, ge=0, description="beam ranking: log p / ((5 + length) / 6)^length_penalty")
     min_caption_len: int = Field(0, ge=0, description="tokens a generated caption has at least (EOT banned before)")
-    no_repeat_ngram: int = Field(3, ge=0, description="no n-gram of tokens twice in a generated caption; 0 = off")
+    no_repeat_ngram: int = Field(
+        3, ge=0, description="no n-gram of tokens twice and no token twice in a row in a generated caption; 0 = off"
+    )
     truncate_captions: bool = Field(
         False,
         description="captions longer than the model's context are cut as training cuts them; False = refuse them",

@@ -563,12 +563,15 @@ def _weight_head(dim: int) -> nn.Sequential:
 
 
 def _repeating_tokens(seq: Tensor, n: int) -> tuple[list[int], list[int]]:
-    """(row, token) pairs that would complete an n-gram already in that row of ``seq`` [N, k] (SOT first)."""
+    """(row, token) pairs that would complete an n-gram already in that row of ``seq`` [N, k] (SOT first), or
+    repeat the row's last token ("a a", "' '")."""
     rows: list[int] = []
     tokens: list[int] = []
-    if seq.shape[1] < max(n, 2):
+    if seq.shape[1] < 2:
         return rows, tokens
     for r, t in enumerate(seq[:, 1:].tolist()):  # the generated tokens, SOT dropped
+        rows.append(r)
+        tokens.append(t[-1])
         prefix = t[len(t) - n + 1 :] if n > 1 else []
         for i in range(len(t) - n + 1):
             if t[i : i + n - 1] == prefix:
@@ -691,7 +694,8 @@ class VLAModel(nn.Module):
         memory [B, K, D], memory_mask [B, K] -> token ids [B, n] (n <= max_len): SOT first, every row ends with EOT
         (forced at ``max_len``), then padding. ``style`` must match how the decoder was trained. ``min_len``: EOT is
         banned until that many tokens follow SOT; ``no_repeat_ngram`` n > 0: no n-gram of tokens occurs twice in a
-        caption (the token that would repeat one is banned), as in fairseq / Hugging Face generation.
+        caption (the token that would repeat one is banned, as in fairseq / Hugging Face generation) and no token
+        follows itself ("a a", "' '": what an unsure decoder falls into).
         """
         if not 2 <= max_len <= self.cfg.decoder.context_length:
             raise ValueError(f"max_len must be in [2, {self.cfg.decoder.context_length}], got {max_len}")

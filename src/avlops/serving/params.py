@@ -36,7 +36,9 @@ class ServingLimits(StrictModel):
     caption_beam_size: int = Field(3, ge=1, le=16)
     caption_length_penalty: float = Field(0.6, ge=0)
     caption_min_len: int = Field(0, ge=0, description="tokens a caption has at least (EOT banned until then)")
-    caption_no_repeat_ngram: int = Field(3, ge=0, description="no n-gram of tokens twice in a caption; 0 = off")
+    caption_no_repeat_ngram: int = Field(
+        3, ge=0, description="no n-gram of tokens twice and no token twice in a row in a caption; 0 = off"
+    )
 
 
 class BatchingConfig(StrictModel):
