@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         experiment,
         features,
         monitor,
+        pipeline,
         preprocess,
         register,
         rollout,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.register(sub)
     monitor.register(sub)
     experiment.register(sub)
+    pipeline.register(sub)
     demo.register(sub)
     return parser
 

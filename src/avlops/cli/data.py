@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from avlops.cli import ExitCode, describe
 from avlops.config import load_section, override
-from avlops.data.manifest import check_manifest, write_manifest, write_quarantine
+from avlops.data.check import check_dataset
+from avlops.data.manifest import write_manifest
 from avlops.data.params import CheckConfig
 
 __all__ = ["register"]
@@ -53,12 +53,8 @@ def run_check(args: argparse.Namespace) -> int:
         report_dir=str(args.report_dir) if args.report_dir else None,
     )
     manifest = Path(cfg.manifest)
-    report = check_manifest(manifest, decode=not args.no_decode)
-    report_dir = Path(cfg.report_dir) if cfg.report_dir else manifest.parent
-    passed = report.passed(cfg.max_bad_fraction)
-    summary = report.summary() | {"max_bad_fraction": cfg.max_bad_fraction, "passed": passed}
-    write_quarantine(report_dir / "quarantine.jsonl", report.problems)
-    (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    outcome = check_dataset(cfg, decode=not args.no_decode)
+    report, summary, passed = outcome.report, outcome.summary, outcome.passed
     if args.clean_manifest:
         clean: Path = args.clean_manifest
         if not clean.is_absolute() and clean.parent == Path():  # a bare file name: next to the manifest
@@ -81,7 +77,7 @@ def run_check(args: argparse.Namespace) -> int:
         f"({summary['bad_fraction']:.1%} bad, limit {cfg.max_bad_fraction:.1%}); "
         f"splits {summary['by_split']}; audio types {summary['by_audio_type']}"
     )
-    print(f"quarantine: {report_dir / 'quarantine.jsonl'}  summary: {report_dir / 'summary.json'}")
+    print(f"quarantine: {outcome.quarantine}  summary: {outcome.summary_path}")
     if not passed:
         print("check FAILED: " + ("no records" if report.total == 0 else "too many bad records"))
         return ExitCode.FAILED

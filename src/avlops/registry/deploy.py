@@ -10,6 +10,7 @@ captioning request over gRPC, stops the server and reports what it got.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from avlops.serving.contract import CATALOGUE_SEARCH
 from avlops.serving.params import ServeConfig
 from avlops.serving.server import TritonServer
 
-__all__ = ["DeployReport", "deploy_and_query"]
+__all__ = ["DeployReport", "deploy_and_query", "pick_test_clip", "register_or_reuse", "serve_and_query"]
 
 
 @dataclass(frozen=True)
@@ -48,38 +49,55 @@ class DeployReport:
         return asdict(self)
 
 
-def deploy_and_query(
+def pick_test_clip(manifest: Path) -> tuple[str, str, Path] | None:
+    """The first test clip with a moving video: (clip id, its first caption, its media file)."""
+    from avlops.data.manifest import read_manifest
+    from avlops.data.schema import Split
+
+    for located in read_manifest(manifest)[0]:
+        rec = located.record
+        if rec.split is Split.TEST and rec.video and not rec.is_still_image:
+            return rec.clip_id, rec.captions[0], manifest.parent / rec.video
+    return None
+
+
+def register_or_reuse(
     checkpoint: Path,
     eval_dir: Path,
     data_dir: Path,
-    query: str,
-    clip: Path,
+    cfg: RegisterConfig,
     *,
-    cfg: RegisterConfig | None = None,
-    serve: ServeConfig | None = None,
-    features: FeaturesConfig | None = None,
-    k: int = 5,
-) -> DeployReport:
-    """Register ``checkpoint`` (or a run folder: its newest) into ``cfg.repository`` unless these weights are already
-    registered there, serve that version, search ``query`` and caption ``clip``."""
-    cfg = cfg or RegisterConfig()
-    serve = serve or ServeConfig(grpc_port=0, http_port=0, metrics_port=0)
-    t0 = time.perf_counter()
+    catalogue: Path | None = None,
+    lineage: dict[str, Any] | None = None,
+) -> tuple[int, Catalogue, bool]:
+    """Register ``checkpoint`` unless the registry already holds these weights (whose verdict must still bless them).
+
+    Returns the version, its catalogue, and whether it is new. ``catalogue`` is a built one (else built from
+    ``data_dir``).
+    """
     checkpoint = resolve_checkpoint(checkpoint)
     registry = Registry(Path(cfg.repository))
     sha = sha256_file(checkpoint / WEIGHTS_NAME)
     version = registry.find_checkpoint(sha)
     if version is not None:  # registered before: the verdict must still bless it
         check_blessing(eval_dir, checkpoint)
-        catalogue = Catalogue.load(registry.models / CATALOGUE_SEARCH / str(version) / CATALOGUE_NAME)
-    else:
-        catalogue = build_catalogue(load_model(checkpoint), data_dir, checkpoint_sha256=sha)
-        catalogue_path = catalogue.save(Path(cfg.repository) / ".catalogue")
-        version = register_model(checkpoint, eval_dir, catalogue_path, cfg, data_dir=data_dir).version
-    seconds = {"register": round(time.perf_counter() - t0, 2)}
-    feast = None
-    if features is not None:
-        feast = publish_catalogue(catalogue, version, features).example
+        return version, Catalogue.load(registry.models / CATALOGUE_SEARCH / str(version) / CATALOGUE_NAME), False
+    if catalogue is None:
+        built = build_catalogue(load_model(checkpoint), data_dir, checkpoint_sha256=sha)
+        catalogue = built.save(Path(cfg.repository) / ".catalogue")
+    version = register_model(checkpoint, eval_dir, catalogue, cfg, data_dir=data_dir, lineage=lineage).version
+    return version, Catalogue.load(catalogue), True
+
+
+def serve_and_query(
+    repository: Path, version: int, query: str, clip: Path, *, serve: ServeConfig | None = None, k: int = 5
+) -> DeployReport:
+    """Serve ``version`` of ``repository`` on a local Triton server, search ``query``, caption ``clip``, stop."""
+    serve = serve or ServeConfig(grpc_port=0, http_port=0, metrics_port=0)
+    registry = Registry(repository)
+    if version not in registry.versions():
+        raise ValueError(f"{repository}: no version {version} (registered: {registry.versions()})")
+    seconds: dict[str, float] = {}
     t1 = time.perf_counter()
     with TritonServer(
         registry.models,
@@ -109,5 +127,27 @@ def deploy_and_query(
         clip=str(clip),
         caption=caption.text,
         seconds=seconds,
-        feast=feast,
     )
+
+
+def deploy_and_query(
+    checkpoint: Path,
+    eval_dir: Path,
+    data_dir: Path,
+    query: str,
+    clip: Path,
+    *,
+    cfg: RegisterConfig | None = None,
+    serve: ServeConfig | None = None,
+    features: FeaturesConfig | None = None,
+    k: int = 5,
+) -> DeployReport:
+    """Register ``checkpoint`` (or a run folder: its newest) into ``cfg.repository`` unless these weights are already
+    registered there, serve that version, search ``query`` and caption ``clip``."""
+    cfg = cfg or RegisterConfig()
+    t0 = time.perf_counter()
+    version, catalogue, _ = register_or_reuse(checkpoint, eval_dir, data_dir, cfg)
+    register_s = round(time.perf_counter() - t0, 2)
+    feast = publish_catalogue(catalogue, version, features).example if features is not None else None
+    report = serve_and_query(Path(cfg.repository), version, query, clip, serve=serve, k=k)
+    return dataclasses.replace(report, seconds={"register": register_s, **report.seconds}, feast=feast)

@@ -199,6 +199,7 @@ def register_model(
     preprocess: PreprocessConfig | None = None,
     alias: str | None = None,
     project_root: Path | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> Registration:
     """Register ``checkpoint`` (a ``<run>/checkpoints/step-N`` folder, or a run folder: its newest checkpoint) into
     ``cfg.repository``; see the module docstring."""
@@ -216,7 +217,7 @@ def register_model(
         try:
             parity = _stage_version(stage, version, specs, bundle, src, cfg)
             configs = _configs(specs, version, cfg.batching.max_queue_delay_us)
-            card = _model_card(version, specs, bundle, src, parity, project_root or Path.cwd())
+            card = _model_card(version, specs, bundle, src, parity, project_root or Path.cwd()) | {"lineage": lineage}
             _write_card(stage / "versions" / str(version), card, Path(eval_dir))
             registry.commit(stage, version, configs)
         finally:

@@ -1,0 +1,40 @@
+"""Evaluation and blessing: retrieval and captioning as the papers measure them, the report, and the verdict."""
+
+from typing import NamedTuple
+
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components import component
+
+
+@component
+def evaluate(
+    model: Input[Model],
+    shards: Input[Dataset],
+    dataset: Input[Dataset],
+    config: dict,
+    workspace: str,
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    evaluation: Output[Dataset],
+) -> NamedTuple("Blessing", [("blessed", bool), ("reasons", str)]):
+    """Evaluate on the configured split and judge the blessing gate.
+
+    Args:
+        config: the evaluate section of params.yaml (split, retrieval, captioning, beam_size, bless thresholds, ...).
+    """
+    from pathlib import Path
+
+    from avlops.flow import steps
+    from avlops.flow.lineage import carried
+
+    evaluation.metadata.update(carried(model.metadata, evaluation.uri))
+    values, verdict, page = steps.evaluate(
+        Path(model.path), Path(shards.path), Path(dataset.path), Path(evaluation.path), config,
+        workspace=workspace, uri=evaluation.uri,
+    )  # fmt: skip
+    for name in steps.headline(values):
+        metrics.log_metric(name, values[name])
+    steps.copy_report(page, Path(report.path))
+    evaluation.metadata.update({"blessed": verdict["blessed"]})
+    return bool(verdict["blessed"]), "; ".join(verdict["reasons"])

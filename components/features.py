@@ -1,0 +1,29 @@
+"""Features: clip metadata and preprocessing statistics published to the Feast store."""
+
+from kfp.dsl import Dataset, Input, Markdown, Output
+
+from components import component
+
+
+@component
+def features(
+    dataset: Input[Dataset],
+    shards: Input[Dataset],
+    config: dict,
+    workspace: str,
+    published: Output[Markdown],
+) -> None:
+    """Materialise the clip_metadata and clip_stats feature views into the store the config names.
+
+    Args:
+        config: the features section of params.yaml (repo_dir, registry, online_store, offline_store, ...).
+    """
+    from pathlib import Path
+
+    from avlops.flow import steps
+    from avlops.flow.lineage import carried
+
+    published.metadata.update(carried(shards.metadata, published.uri))
+    result = steps.features(Path(dataset.path), Path(shards.path), config, workspace=workspace, uri=published.uri)
+    rows = ", ".join(f"{view}: {n} rows" for view, n in result["rows"].items())
+    Path(published.path).write_text(f"Feast store `{result['repo_dir']}`: {rows}\n", encoding="utf-8")
