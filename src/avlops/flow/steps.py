@@ -250,12 +250,13 @@ def train(
     ``launcher``: ``local``, ``trainjob``, or ``auto`` (a TrainJob when running inside Kubernetes with
     ``trainjob.num_nodes`` > 1, else torchrun in this task).
     """
-    from avlops.training.params import TrainConfig
+    from avlops.training.params import TrainConfig, resolve
     from avlops.training.report import plot_loss_curves, read_run
     from avlops.training.trainjob import torchrun_command
 
     with _step("train", workspace, uri) as rec:
         cfg = _section(TrainConfig, section, "train", data=str(shards), out=str(out))
+        resolve(cfg)  # the model and objective parse here, so a bad one fails with its own message, not torchrun's
         if launcher == "auto":  # several nodes on Kubernetes: a TrainJob; else torchrun in this task
             multi = int((trainjob or {}).get("num_nodes", 1)) > 1
             launcher = "trainjob" if multi and os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
