@@ -41,5 +41,5 @@ def test_bad_arguments_name_the_parameter_and_the_key() -> None:
     text = str(err.value)
     assert "parameter train: epochs" in text
     assert "parameter check: manifest: set by the pipeline from its artifacts" in text
-    assert "parameter dataset: rev: Value error, must not be empty" in text
+    assert "parameter dataset: rev: must not be empty" in text
     assert "parameter trainjob: num_nodes" in text

@@ -36,12 +36,22 @@ SECTIONS: dict[str, tuple[type[StrictModel], tuple[str, ...]]] = {
 _LOCATIONS = {"features": "repo_dir", "registry": "repository"}  # stores outside the run: absolute paths
 
 
+def _without_none(value: Any) -> Any:
+    """Pipeline parameters cannot hold null (KFP's types are str, int, float, bool, dict, list): a None in a config
+    means "the default", so the key is left out."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
 def section_arguments(params: ProjectParams, root: Path | None = None) -> dict[str, dict[str, Any]]:
     """Each stage section of ``params`` as a pipeline argument: artifact paths dropped; with ``root``, the stores'
     relative locations made absolute (tasks run in other working folders)."""
     out: dict[str, dict[str, Any]] = {}
     for name, (_, filled) in SECTIONS.items():
-        values = getattr(params, name).model_dump(mode="json", exclude_none=True)
+        values = _without_none(getattr(params, name).model_dump(mode="json"))
         values = {k: v for k, v in values.items() if k not in filled}
         key = _LOCATIONS.get(name)
         if root is not None and key and key in values and "://" not in str(values[key]):

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from avlops.preprocessing.shards import write_json_atomic
+from avlops.fileio import write_json_atomic
 
 __all__ = ["Ledger", "StepRecord", "StepStatus"]
 

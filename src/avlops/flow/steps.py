@@ -124,7 +124,7 @@ def preprocess(
 ) -> dict[str, Any]:
     """Frames, fbank slices and tokens into shards; returns the index summary."""
     from avlops.preprocessing.params import PreprocessConfig
-    from avlops.preprocessing.pipeline import preprocess_manifest
+    from avlops.preprocessing.run import preprocess_manifest
 
     with _step("preprocess", workspace, uri) as rec:
         cfg = _section(PreprocessConfig, section, "preprocess", manifest=str(_manifest(dataset)), out=str(out))
@@ -308,7 +308,8 @@ def evaluate(
 def headline(metrics: dict[str, float]) -> list[str]:
     """The headline metric names present in ``metrics``: R@1/5/10 and MedR per forward retrieval task, then every
     captioning metric per modality group (the figures the pipeline logs one by one)."""
-    from avlops.evaluation.names import CAPTION_METRICS, Modality, caption_key, forward, retrieval_key
+    from avlops.evaluation.names import CAPTION_METRICS, caption_key, forward, retrieval_key
+    from avlops.modality import Modality
 
     names = [retrieval_key(forward(m), k) for m in Modality for k in ("R@1", "R@5", "R@10", "MedR")]
     names += [caption_key(m, k) for m in Modality for k in CAPTION_METRICS]
@@ -318,7 +319,7 @@ def headline(metrics: dict[str, float]) -> list[str]:
 def catalogue(model: Path, shards: Path, out: Path, *, workspace: str = "", uri: str = "") -> int:
     """Encode every clip of the training data with the model: the search catalogue. Returns its clip count."""
     from avlops.evaluation.checkpoint import resolve_checkpoint
-    from avlops.preprocessing.shards import sha256_file
+    from avlops.fileio import sha256_file
     from avlops.serving.bundle import WEIGHTS_NAME, load_model
     from avlops.serving.catalogue import build_catalogue
 

@@ -51,8 +51,9 @@ class Target(Enum):
 
 
 def model_py() -> str:
-    """The thin ``model.py`` every python-backend version folder holds (package data, one copy for all models)."""
-    return resources.files("avlops.serving").joinpath("templates/model.py").read_text(encoding="utf-8")
+    """The thin ``model.py`` every python-backend version folder holds (``serving/triton/model.py``: one copy for
+    all models)."""
+    return resources.files("serving").joinpath("triton/model.py").read_text(encoding="utf-8")
 
 
 def _tensor(message: pb.ModelInput | pb.ModelOutput, spec: TensorSpec) -> None:
