@@ -77,6 +77,16 @@ class LocalRun:
                 return run / task / output
         return None
 
+    def output_metadata(self, task: str, output: str) -> dict[str, Any]:
+        """The metadata of ``task``'s ``output`` (a Metrics artifact is only metadata), from the newest run with it."""
+        for run in self._runs():
+            meta = run / task / "executor_output.json"
+            if meta.is_file():
+                found = json.loads(meta.read_text(encoding="utf-8")).get("artifacts", {}).get(output, {})
+                for artifact in found.get("artifacts", []):
+                    return dict(artifact.get("metadata", {}))
+        return {}
+
     def artifact_locations(self) -> dict[str, Path]:
         """``stage/output`` -> path of every output artifact of the stages that ran or were reused in this run."""
         found: dict[str, Path] = {}

@@ -40,7 +40,8 @@ def test_pretrain_end_to_end_then_reused(project: Path, capsys: pytest.CaptureFi
     head = (project / ".git" / "refs" / "heads" / "main").read_text().strip()
     assert card["lineage"]["commit"] == head and card["lineage"]["path"] == "data/synth"
     assert card["lineage"]["run"].startswith("avlops-pretrain-")
-    assert "validate/data_docs: " in out and "evaluate/metrics: " in out and "train/model: " in out
+    assert "validate/data_docs: " in out and "evaluate/report: " in out and "train/model: " in out
+    assert "metrics: retrieval/t2v/R@1 " in out  # the Metrics artifact's headline figures
 
     assert main([*_run(project, "pretrain", "--local")]) == 0
     rows = _rows(capsys.readouterr().out)

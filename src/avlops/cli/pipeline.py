@@ -179,7 +179,11 @@ def run_and_report(name: str, arguments: dict[str, Any], defaults: dict[str, Any
     print(f"pipeline {name} on kfp.local (outputs, cache and logs under {root})")
     run = run_local(name, arguments, defaults, root)
     print(f"\n{run.summary().strip() or f'no run summary was written; full log: {run.log}'}\n")
-    answers = run.latest_output("deploy", "answers")
+    used = {stage for stage, status in run.statuses().items() if status in ("ran", "reused")}
+    metrics = run.output_metadata("evaluate", "metrics") if "evaluate" in used else {}
+    if metrics:
+        print("metrics: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics.items() if isinstance(v, int | float)) + "\n")
+    answers = run.latest_output("deploy", "answers") if "deploy" in used else None
     if answers is not None:
         print(answers.read_text(encoding="utf-8").strip() + "\n")
     if run.run_dir is not None:
