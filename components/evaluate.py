@@ -23,6 +23,7 @@ def evaluate(
     Args:
         config: the evaluate section of params.yaml (split, retrieval, captioning, beam_size, bless thresholds, ...).
     """
+    import json
     from pathlib import Path
 
     from avlops.flow import steps
@@ -35,6 +36,8 @@ def evaluate(
     )  # fmt: skip
     for name in steps.headline(values):
         metrics.log_metric(name, values[name])
+    # also as a file: kfp.local treats an output without one as missing and never reuses the task from its cache
+    Path(metrics.path).write_text(json.dumps(values, indent=1, sort_keys=True), encoding="utf-8")
     steps.copy_report(page, Path(report.path))
     evaluation.metadata.update({"blessed": verdict["blessed"]})
     return bool(verdict["blessed"]), "; ".join(verdict["reasons"])
