@@ -6,12 +6,9 @@ from kfp import dsl
 from kfp.dsl import base_component
 
 from components.catalogue import catalogue, publish
-from components.check import check
-from components.dataset import materialize_dataset, resolve_dataset
-from components.preprocess import preprocess
-from components.register import fetch_version
 from components.summary import summary
 from pipelines.options import ClusterOptions, configure
+from pipelines.steps import checked_dataset, version_on_dataset
 
 __all__ = ["STAGES", "build"]
 
@@ -46,17 +43,9 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
             summary(pipeline="catalogue_refresh", stages=STAGES, workspace=ws), "summary", opts, cache=False
         )
         with dsl.ExitHandler(done, name="catalogue-refresh"):
-            pin = configure(resolve_dataset(ref=dataset, workspace=ws), "resolve", opts, cache=False)
-            data = materialize_dataset(
-                ref=dataset, commit=pin.outputs["commit"], content_hash=pin.outputs["content_hash"], workspace=ws
-            )
-            ds = configure(data, "dataset", opts, cache=True).outputs["dataset"]
-            checked = configure(check(dataset=ds, config=check_config, workspace=ws), "check", opts, cache=True)
-            fetched = fetch_version(repository=repository, version=version, workspace=ws)
-            configure(fetched, "model", opts, cache=False)
-            pre = preprocess(dataset=ds, config=fetched.outputs["Output"], workspace=ws).after(checked)
-            shards = configure(pre, "preprocess", opts, cache=True).outputs["shards"]
-            cat = catalogue(model=fetched.outputs["model"], shards=shards, workspace=ws)
+            ds, checked = checked_dataset(dataset, check_config, ws, opts)
+            model, shards = version_on_dataset(repository, version, ds, checked, ws, opts)
+            cat = catalogue(model=model, shards=shards, workspace=ws)
             configure(cat, "catalogue", opts, cache=False)
             pub = publish(catalogue=cat.outputs["catalogue"], version=version, config=features_config, workspace=ws)
             configure(pub, "publish", opts, cache=False)

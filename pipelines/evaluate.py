@@ -5,14 +5,11 @@ from typing import Any
 from kfp import dsl
 from kfp.dsl import base_component
 
-from components.check import check
-from components.dataset import materialize_dataset, resolve_dataset
 from components.evaluate import evaluate
 from components.gate import gate
-from components.preprocess import preprocess
-from components.register import fetch_version
 from components.summary import summary
 from pipelines.options import ClusterOptions, configure
+from pipelines.steps import checked_dataset, version_on_dataset
 
 __all__ = ["STAGES", "build"]
 
@@ -45,19 +42,9 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
         ws = dsl.WORKSPACE_PATH_PLACEHOLDER
         done = configure(summary(pipeline="evaluate", stages=STAGES, workspace=ws), "summary", opts, cache=False)
         with dsl.ExitHandler(done, name="evaluate"):
-            pin = configure(resolve_dataset(ref=dataset, workspace=ws), "resolve", opts, cache=False)
-            data = materialize_dataset(
-                ref=dataset, commit=pin.outputs["commit"], content_hash=pin.outputs["content_hash"], workspace=ws
-            )
-            ds = configure(data, "dataset", opts, cache=True).outputs["dataset"]
-            checked = configure(check(dataset=ds, config=check_config, workspace=ws), "check", opts, cache=True)
-            fetched = fetch_version(repository=repository, version=version, workspace=ws)
-            configure(fetched, "model", opts, cache=False)
-            pre = preprocess(dataset=ds, config=fetched.outputs["Output"], workspace=ws).after(checked)
-            shards = configure(pre, "preprocess", opts, cache=True).outputs["shards"]
-            ev = evaluate(
-                model=fetched.outputs["model"], shards=shards, dataset=ds, config=evaluate_config, workspace=ws
-            )
+            ds, checked = checked_dataset(dataset, check_config, ws, opts)
+            model, shards = version_on_dataset(repository, version, ds, checked, ws, opts)
+            ev = evaluate(model=model, shards=shards, dataset=ds, config=evaluate_config, workspace=ws)
             configure(ev, "evaluate", opts, cache=False)
             blessed = gate(report=ev.outputs["evaluation"], kind="blessing", stop=True, workspace=ws)
             configure(blessed, "gate", opts, cache=False).set_display_name("gate-blessing")

@@ -6,8 +6,6 @@ from kfp import dsl
 from kfp.dsl import base_component
 
 from components.catalogue import catalogue, publish
-from components.check import check
-from components.dataset import materialize_dataset, resolve_dataset
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.features import features
@@ -18,6 +16,7 @@ from components.summary import summary
 from components.train import train
 from components.validate import validate
 from pipelines.options import ClusterOptions, configure
+from pipelines.steps import checked_dataset
 
 __all__ = ["STAGES", "build"]
 
@@ -69,13 +68,7 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
         ws = dsl.WORKSPACE_PATH_PLACEHOLDER
         done = configure(summary(pipeline="pretrain", stages=STAGES, workspace=ws), "summary", opts, cache=False)
         with dsl.ExitHandler(done, name="pretrain"):
-            pin = configure(resolve_dataset(ref=dataset, workspace=ws), "resolve", opts, cache=False)
-            data = materialize_dataset(
-                ref=dataset, commit=pin.outputs["commit"], content_hash=pin.outputs["content_hash"], workspace=ws
-            )
-            configure(data, "dataset", opts, cache=True)
-            ds = data.outputs["dataset"]
-            checked = configure(check(dataset=ds, config=check_config, workspace=ws), "check", opts, cache=True)
+            ds, checked = checked_dataset(dataset, check_config, ws, opts)
             pre = preprocess(dataset=ds, config=preprocess_config, workspace=ws).after(checked)
             shards = configure(pre, "preprocess", opts, cache=True).outputs["shards"]
             val = validate(dataset=ds, shards=shards, config=validation_config, workspace=ws)
