@@ -113,7 +113,7 @@ def test_components_in_pipeline_order(project: Path, tmp_path: Path) -> None:
 
     fetched = _out(dsl.Model, tmp_path, "fetch-version", "model")
     pre = fetch_version.python_func(repository=repository, version=version, workspace=ws, model=fetched)
-    assert pre["resolution"] == 32 and (Path(fetched.path) / "model.safetensors").is_file()
+    assert pre["resolution"] == 32 and None not in pre.values() and (Path(fetched.path) / "model.safetensors").is_file()
 
     answers = _out(dsl.Markdown, tmp_path, "deploy", "answers")
     caption = deploy.python_func(repository=repository, version=version, dataset=ds, workspace=ws, answers=answers)

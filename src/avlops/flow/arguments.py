@@ -21,7 +21,7 @@ from avlops.training.params import TrainConfig
 from avlops.training.trainjob import TrainJobSpec
 from avlops.validation.params import ValidateConfig
 
-__all__ = ["SECTIONS", "pipeline_defaults", "section_arguments", "validate_arguments"]
+__all__ = ["SECTIONS", "pipeline_defaults", "section_arguments", "validate_arguments", "without_none"]
 
 # pipeline parameter -> (its config model, the keys the pipeline fills in from artifacts)
 SECTIONS: dict[str, tuple[type[StrictModel], tuple[str, ...]]] = {
@@ -36,13 +36,13 @@ SECTIONS: dict[str, tuple[type[StrictModel], tuple[str, ...]]] = {
 _LOCATIONS = {"features": "repo_dir", "registry": "repository"}  # stores outside the run: absolute paths
 
 
-def _without_none(value: Any) -> Any:
+def without_none(value: Any) -> Any:
     """Pipeline parameters cannot hold null (KFP's types are str, int, float, bool, dict, list): a None in a config
     means "the default", so the key is left out."""
     if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
+        return {k: without_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_without_none(v) for v in value]
+        return [without_none(v) for v in value]
     return value
 
 
@@ -51,7 +51,7 @@ def section_arguments(params: ProjectParams, root: Path | None = None) -> dict[s
     relative locations made absolute (tasks run in other working folders)."""
     out: dict[str, dict[str, Any]] = {}
     for name, (_, filled) in SECTIONS.items():
-        values = _without_none(getattr(params, name).model_dump(mode="json"))
+        values = without_none(getattr(params, name).model_dump(mode="json"))
         values = {k: v for k, v in values.items() if k not in filled}
         key = _LOCATIONS.get(name)
         if root is not None and key and key in values and "://" not in str(values[key]):

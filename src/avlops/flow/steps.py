@@ -24,6 +24,7 @@ import yaml
 from avlops.config import StrictModel, build
 from avlops.data.check import CheckOutcome, check_dataset
 from avlops.data.params import CheckConfig
+from avlops.flow.arguments import without_none
 from avlops.flow.dataset import DatasetRef, materialize_dataset, resolve_dataset
 from avlops.flow.ledger import Ledger, StepRecord, StepStatus
 from avlops.flow.lineage import Lineage, run_key
@@ -384,7 +385,7 @@ def fetch_version(repository: str, version: int, dest: Path, *, workspace: str =
             raise StepFailed(str(err)) from None
         bundle = ServingBundle.read(Path(repository) / "models" / CAPTION_DECODER / str(version))
         rec.notes.append(f"version {version} of {repository}")
-    preprocess: dict[str, Any] = dict(bundle.preprocess)
+    preprocess: dict[str, Any] = without_none(bundle.preprocess)  # a pipeline parameter: no nulls
     return preprocess
 
 
