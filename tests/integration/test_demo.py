@@ -42,7 +42,11 @@ ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
 }
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings(r"ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1800),  # three demo runs on a busy 2-core machine: a safety limit, not a deadline
+    pytest.mark.filterwarnings(r"ignore::DeprecationWarning"),
+]
 
 
 @pytest.fixture

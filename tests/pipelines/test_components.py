@@ -28,7 +28,12 @@ from components.summary import summary
 from components.train import train
 from components.validate import validate
 
-pytestmark = [pytest.mark.slow, pytest.mark.triton, pytest.mark.filterwarnings(r"ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.triton,
+    pytest.mark.timeout(1800),  # minutes of real work on a busy 2-core machine: a safety limit, not a deadline
+    pytest.mark.filterwarnings(r"ignore::DeprecationWarning"),
+]
 
 
 def _out(cls: type[dsl.Artifact], root: Path, task: str, name: str) -> Any:
