@@ -12,16 +12,20 @@ def evaluate(
     model: Input[Model],
     shards: Input[Dataset],
     dataset: Input[Dataset],
+    check_report: Input[Dataset],
     config: dict,
     workspace: str,
     metrics: Output[Metrics],
     report: Output[HTML],
     evaluation: Output[Dataset],
+    validation_report: Input[Dataset] = None,
 ) -> NamedTuple("Blessing", [("blessed", bool), ("reasons", str)]):
     """Evaluate on the configured split and judge the blessing gate.
 
     Args:
         config: the evaluate section of params.yaml (split, retrieval, captioning, beam_size, bless thresholds, ...).
+        check_report: the check step's report; its quarantined clips are not evaluated on.
+        validation_report: the validate step's report, when the pipeline validates; likewise.
     """
     import json
     from pathlib import Path
@@ -32,6 +36,7 @@ def evaluate(
     evaluation.metadata.update(carried(model.metadata, evaluation.uri))
     values, verdict, page = steps.evaluate(
         Path(model.path), Path(shards.path), Path(dataset.path), Path(evaluation.path), config,
+        reports=[Path(r.path) for r in (check_report, validation_report) if r is not None],
         workspace=workspace, uri=evaluation.uri,
     )  # fmt: skip
     for name in steps.headline(values):

@@ -44,7 +44,10 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
         with dsl.ExitHandler(done, name="evaluate"):
             ds, checked = checked_dataset(dataset, check_config, ws, opts)
             model, shards = version_on_dataset(repository, version, ds, checked, ws, opts)
-            ev = evaluate(model=model, shards=shards, dataset=ds, config=evaluate_config, workspace=ws)
+            ev = evaluate(
+                model=model, shards=shards, dataset=ds, check_report=checked.outputs["report"],
+                config=evaluate_config, workspace=ws,
+            )  # fmt: skip
             configure(ev, "evaluate", opts, cache=False)
             blessed = gate(report=ev.outputs["evaluation"], kind="blessing", stop=True, workspace=ws)
             configure(blessed, "gate", opts, cache=False).set_display_name("gate-blessing")

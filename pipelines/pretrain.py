@@ -79,11 +79,15 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
             feats = features(dataset=ds, shards=shards, config=features_config, workspace=ws).after(valid)
             configure(feats, "features", opts, cache=False)
             trained = train(
-                shards=shards, config=train_config, launcher=train_launcher, procs=train_procs,
+                shards=shards, check_report=checked.outputs["report"], validation_report=val.outputs["report"],
+                config=train_config, launcher=train_launcher, procs=train_procs,
                 trainjob=trainjob, workspace=ws,
             ).after(valid)  # fmt: skip
             model = configure(trained, "train", opts, cache=True).outputs["model"]
-            ev = evaluate(model=model, shards=shards, dataset=ds, config=evaluate_config, workspace=ws)
+            ev = evaluate(
+                model=model, shards=shards, dataset=ds, check_report=checked.outputs["report"],
+                validation_report=val.outputs["report"], config=evaluate_config, workspace=ws,
+            )  # fmt: skip
             configure(ev, "evaluate", opts, cache=True)
             blessed = gate(report=ev.outputs["evaluation"], kind="blessing", stop=False, workspace=ws)
             configure(blessed, "gate", opts, cache=False).set_display_name("gate-blessing")

@@ -1,5 +1,7 @@
-"""Triton python-backend entry point written by ``avlops register``: the handler named by this model's
-``avlops.handler`` parameter runs from the installed avlops package. Nothing else belongs here."""
+"""Triton python-backend entry point written by ``avlops register`` into every python-backend model version: the
+installed avlops package picks this model's handler by the model's name from the version's ``serving.json`` contract
+(``avlops.serving.backend.load_handler``; the ``avlops.handler`` config parameter only records it). Nothing else
+belongs here."""
 
 from avlops.serving.backend import TritonPythonModel
 

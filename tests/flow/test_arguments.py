@@ -43,3 +43,11 @@ def test_bad_arguments_name_the_parameter_and_the_key() -> None:
     assert "parameter check: manifest: set by the pipeline from its artifacts" in text
     assert "parameter dataset: rev: must not be empty" in text
     assert "parameter trainjob: num_nodes" in text
+
+
+def test_a_null_that_changes_the_config_is_refused_not_dropped() -> None:
+    params = load_section(REPO / "params.yaml", None, ProjectParams)
+    off = params.model_copy(update={"evaluate": params.evaluate.model_copy(
+        update={"bless": params.evaluate.bless.model_copy(update={"defaults": None})})})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"\[evaluate\]: a null that is not the default"):
+        section_arguments(off)

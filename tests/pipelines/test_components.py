@@ -83,16 +83,17 @@ def test_components_in_pipeline_order(project: Path, tmp_path: Path) -> None:
 
     model = _out(dsl.Model, tmp_path, "train", "model")
     train.python_func(
-        shards=shards, config=d["train"], launcher="local", procs=1, trainjob={}, workspace=ws, model=model
-    )
+        shards=shards, check_report=report, validation_report=vreport, config=d["train"], launcher="local", procs=1,
+        trainjob={}, workspace=ws, model=model,
+    )  # fmt: skip
     assert model.metadata["step"] == 2 and (Path(model.path) / "loss_curve.png").is_file()
     assert yaml.safe_load((Path(model.path) / "train.yaml").read_text())["model"] == "tiny"
 
     metrics, page = _out(dsl.Metrics, tmp_path, "evaluate", "metrics"), _out(dsl.HTML, tmp_path, "evaluate", "report")
     evaluation = _out(dsl.Dataset, tmp_path, "evaluate", "evaluation")
     blessed, _ = evaluate.python_func(
-        model=model, shards=shards, dataset=ds, config=d["evaluate"], workspace=ws, metrics=metrics, report=page,
-        evaluation=evaluation,
+        model=model, shards=shards, dataset=ds, check_report=report, config=d["evaluate"], workspace=ws,
+        metrics=metrics, report=page, evaluation=evaluation, validation_report=vreport,
     )  # fmt: skip
     assert blessed is True and "retrieval/t2av/R@1" in metrics.metadata
     assert "data:image/png;base64," in Path(page.path).read_text()  # plots inlined: one self-contained page
@@ -118,7 +119,7 @@ def test_components_in_pipeline_order(project: Path, tmp_path: Path) -> None:
 
     fetched = _out(dsl.Model, tmp_path, "fetch-version", "model")
     pre = fetch_version.python_func(repository=repository, version=version, workspace=ws, model=fetched)
-    assert pre["resolution"] == 32 and None not in pre.values() and (Path(fetched.path) / "model.safetensors").is_file()
+    assert pre["frames"] == 2 and None not in pre.values() and (Path(fetched.path) / "model.safetensors").is_file()
 
     answers = _out(dsl.Markdown, tmp_path, "deploy", "answers")
     caption = deploy.python_func(repository=repository, version=version, dataset=ds, workspace=ws, answers=answers)

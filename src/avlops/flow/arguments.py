@@ -29,8 +29,8 @@ SECTIONS: dict[str, tuple[type[StrictModel], tuple[str, ...]]] = {
     "preprocess": (PreprocessConfig, ("manifest", "out")),
     "validation": (ValidateConfig, ("manifest", "stats", "out")),
     "features": (FeaturesConfig, ("manifest", "stats")),
-    "train": (TrainConfig, ("data", "out")),
-    "evaluate": (EvaluateConfig, ("checkpoint", "data", "manifest", "out")),
+    "train": (TrainConfig, ("data", "out", "quarantine")),
+    "evaluate": (EvaluateConfig, ("checkpoint", "data", "manifest", "out", "quarantine")),
     "registry": (RegisterConfig, ("checkpoint", "eval_dir", "data", "catalogue")),
 }
 _LOCATIONS = {"features": "repo_dir", "registry": "repository"}  # stores outside the run: absolute paths
@@ -50,8 +50,14 @@ def section_arguments(params: ProjectParams, root: Path | None = None) -> dict[s
     """Each stage section of ``params`` as a pipeline argument: artifact paths dropped; with ``root``, the stores'
     relative locations made absolute (tasks run in other working folders)."""
     out: dict[str, dict[str, Any]] = {}
-    for name, (_, filled) in SECTIONS.items():
-        values = without_none(getattr(params, name).model_dump(mode="json"))
+    for name, (model, filled) in SECTIONS.items():
+        dumped = getattr(params, name).model_dump(mode="json")
+        values = without_none(dumped)
+        if build(model, values, name) != build(model, dumped, name):
+            raise ConfigError(
+                f"[{name}]: a null that is not the default (e.g. bless.defaults: null) cannot be a pipeline parameter "
+                "(KFP parameters hold no null): write the setting out instead"
+            )
         values = {k: v for k, v in values.items() if k not in filled}
         key = _LOCATIONS.get(name)
         if root is not None and key and key in values and "://" not in str(values[key]):

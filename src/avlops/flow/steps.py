@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +69,7 @@ def _step(stage: str, workspace: str, uri: str) -> Iterator[StepRecord]:
         yield record
 
 
-def _section(model: type[StrictModel], section: dict[str, Any], where: str, **paths: str) -> Any:
+def _section(model: type[StrictModel], section: dict[str, Any], where: str, **paths: Any) -> Any:
     """``section`` validated as ``model`` with the artifact ``paths`` in place of the file's paths."""
     return build(model, {**section, **paths}, where)
 
@@ -235,11 +235,17 @@ def _train_args(cfg_path: Path, shards: Path, out: Path) -> tuple[str, ...]:
     return ("--config", str(cfg_path), "--data", str(shards), "--out", str(out), "--no-progress")
 
 
+def _quarantines(reports: Sequence[Path]) -> list[str]:
+    """The quarantine files of the check and validate reports: their clips are neither trained nor evaluated on."""
+    return [str(r / "quarantine.jsonl") for r in reports if (r / "quarantine.jsonl").is_file()]
+
+
 def train(
     shards: Path,
     out: Path,
     section: dict[str, Any],
     *,
+    reports: Sequence[Path] = (),
     launcher: str = "auto",
     procs: int = 1,
     trainjob: dict[str, Any] | None = None,
@@ -256,7 +262,7 @@ def train(
     from avlops.training.trainjob import torchrun_command
 
     with _step("train", workspace, uri) as rec:
-        cfg = _section(TrainConfig, section, "train", data=str(shards), out=str(out))
+        cfg = _section(TrainConfig, section, "train", data=str(shards), out=str(out), quarantine=_quarantines(reports))
         resolve(cfg)  # the model and objective parse here, so a bad one fails with its own message, not torchrun's
         if launcher == "auto":  # several nodes on Kubernetes: a TrainJob; else torchrun in this task
             multi = int((trainjob or {}).get("num_nodes", 1)) > 1
@@ -285,7 +291,15 @@ def train(
 
 
 def evaluate(
-    model: Path, shards: Path, dataset: Path, out: Path, section: dict[str, Any], *, workspace: str = "", uri: str = ""
+    model: Path,
+    shards: Path,
+    dataset: Path,
+    out: Path,
+    section: dict[str, Any],
+    *,
+    reports: Sequence[Path] = (),
+    workspace: str = "",
+    uri: str = "",
 ) -> tuple[dict[str, float], dict[str, Any], Path]:
     """The papers' protocol and the blessing gate; returns (headline metrics, verdict, self-contained report page)."""
     from avlops.evaluation.params import EvaluateConfig
@@ -300,6 +314,7 @@ def evaluate(
             data=str(shards),
             manifest=str(_manifest(dataset)),
             out=str(out),
+            quarantine=_quarantines(reports),
         )
         run = run_evaluation(cfg, progress=False)
         rec.notes.append(f"{'BLESSED' if run.verdict.blessed else 'NOT BLESSED'}: " + "; ".join(run.verdict.reasons))
