@@ -51,7 +51,8 @@ def section_arguments(params: ProjectParams, root: Path | None = None) -> dict[s
     relative locations made absolute (tasks run in other working folders)."""
     out: dict[str, dict[str, Any]] = {}
     for name, (model, filled) in SECTIONS.items():
-        dumped = getattr(params, name).model_dump(mode="json")
+        section = getattr(params, name)
+        dumped = section.model_dump(mode="json", exclude_unset=True)  # what params.yaml sets; the rest: defaults
         values = without_none(dumped)
         if build(model, values, name) != build(model, dumped, name):
             raise ConfigError(
@@ -60,7 +61,9 @@ def section_arguments(params: ProjectParams, root: Path | None = None) -> dict[s
             )
         values = {k: v for k, v in values.items() if k not in filled}
         key = _LOCATIONS.get(name)
-        if root is not None and key and key in values and "://" not in str(values[key]):
+        if key:  # stores outside the run: always named, absolute when a root is given
+            values[key] = str(getattr(section, key))
+        if root is not None and key and "://" not in values[key]:
             values[key] = str((root / values[key]).resolve())
         out[name] = values
     return out

@@ -126,9 +126,14 @@ def preprocess(
     """Frames, fbank slices and tokens into shards; returns the index summary."""
     from avlops.preprocessing.params import PreprocessConfig
     from avlops.preprocessing.run import preprocess_manifest
+    from avlops.training.params import fit_preprocess
 
     with _step("preprocess", workspace, uri) as rec:
         cfg = _section(PreprocessConfig, section, "preprocess", manifest=str(_manifest(dataset)), out=str(out))
+        if cfg.model is not None:  # the model fixes the input shapes; the settings given must agree with it
+            explicit = {k: v for k, v in section.items() if k not in ("manifest", "out", "workers", "model")}
+            cfg = fit_preprocess(cfg, cfg.model, explicit)
+            rec.notes.append(f"for model {cfg.model!r}: {cfg.resolution} px, {cfg.num_mel_bins}x{cfg.target_length}")
         summary = preprocess_manifest(Path(cfg.manifest), out, cfg, progress=False)
         if summary.clips == 0:
             raise StepFailed(f"preprocess: no clip of {cfg.manifest} could be preprocessed (see {out})")
