@@ -113,6 +113,8 @@ def test_default_checks_are_relative_to_chance_and_refuse_empty_captions() -> No
     tiny = bless({"retrieval/t2v/R@1": 80.0}, BlessingConfig(), "ck", tasks={"retrieval/t2v": {"gallery": 2}})
     assert tiny.checks[0].bound == 75.0 and tiny.blessed
     assert bless(NEAR_CHANCE, cfg(defaults=None), "ck", tasks=TASKS).reasons == [NO_CHECKS]
+    # {enabled: false}, the form a pipeline parameter can hold (it cannot hold null), means the same
+    assert bless(NEAR_CHANCE, cfg(defaults={"enabled": False}), "ck", tasks=TASKS).reasons == [NO_CHECKS]
 
 
 def test_config_rejects_unknown_metric_names_and_bad_bounds() -> None:

@@ -170,7 +170,7 @@ def bless(
     ``tasks`` (``metrics.json``'s ``tasks``: gallery sizes) sets the chance level of the default checks.
     """
     checks: list[Check] = []
-    if cfg.defaults is not None:
+    if cfg.defaults is not None and cfg.defaults.enabled:
         checks += default_checks(metrics, cfg.defaults, tasks or {})
     notes: list[str] = []
     why = dict(not_computed or {})

@@ -46,8 +46,11 @@ class Bound(StrictModel):
 
 
 class DefaultChecks(StrictModel):
-    """Checks every evaluation gets unless ``evaluate.bless.defaults`` is null: retrieval well above chance and no
-    empty or degenerate generated captions (``avlops.evaluation.caption_quality``)."""
+    """Checks every evaluation gets unless ``evaluate.bless.defaults`` is null or ``{enabled: false}`` (the form a
+    pipeline parameter can hold): retrieval well above chance and no empty or degenerate generated captions
+    (``avlops.evaluation.caption_quality``)."""
+
+    enabled: bool = Field(True, description="false turns the default checks off, like defaults: null")
 
     r1_over_chance: float = Field(
         3.0,
@@ -66,7 +69,8 @@ class BlessingConfig(StrictModel):
     regression against the champion. No check at all means not blessed (fail closed)."""
 
     defaults: DefaultChecks | None = Field(
-        default_factory=DefaultChecks, description="the shipped checks relative to chance; null turns them off"
+        default_factory=DefaultChecks,
+        description="the shipped checks relative to chance; null (or {enabled: false}) turns them off",
     )
     unsafe_bless_without_checks: bool = Field(
         False,

@@ -56,8 +56,8 @@ def section_arguments(params: ProjectParams, root: Path | None = None) -> dict[s
         values = without_none(dumped)
         if build(model, values, name) != build(model, dumped, name):
             raise ConfigError(
-                f"[{name}]: a null that is not the default (e.g. bless.defaults: null) cannot be a pipeline parameter "
-                "(KFP parameters hold no null): write the setting out instead"
+                f"[{name}]: a null that is not the default cannot be a pipeline parameter (KFP parameters hold no "
+                "null): write the setting out instead (bless.defaults: {enabled: false} for bless.defaults: null)"
             )
         values = {k: v for k, v in values.items() if k not in filled}
         key = _LOCATIONS.get(name)
