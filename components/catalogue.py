@@ -13,7 +13,7 @@ def catalogue(model: Input[Model], shards: Input[Dataset], workspace: str, catal
     from avlops.flow import steps
     from avlops.flow.lineage import carried
 
-    catalogue.metadata.update(carried(model.metadata, catalogue.uri))
+    catalogue.metadata.update(carried(shards.metadata, catalogue.uri))  # the clips it holds
     return steps.catalogue(
         Path(model.path), Path(shards.path), Path(catalogue.path), workspace=workspace, uri=catalogue.uri
     )

@@ -33,7 +33,7 @@ def evaluate(
     from avlops.flow import steps
     from avlops.flow.lineage import carried
 
-    evaluation.metadata.update(carried(model.metadata, evaluation.uri))
+    evaluation.metadata.update(carried(dataset.metadata, evaluation.uri))  # the data evaluated on
     values, verdict, page = steps.evaluate(
         Path(model.path), Path(shards.path), Path(dataset.path), Path(evaluation.path), config,
         reports=[Path(r.path) for r in (check_report, validation_report) if r is not None],

@@ -68,8 +68,8 @@ def render_summary(
     failed = [ln for ln in lines if ln.status in ("failed", "crashed")]
     if failed:
         out += [f"**{ln.stage} {ln.status}**: {ln.detail}" for ln in failed] + [""]
-    elif state != "SUCCEEDED" and error:
-        out += [f"**error**: {error}", ""]
+    elif state != "SUCCEEDED":  # a task failed before its step recorded anything (its wrapper, or a killed pod)
+        out += [f"**a task failed before it recorded itself**: {error or 'no message'}; see the run's task logs", ""]
     out += ["| stage | status | detail |", "|---|---|---|"]
     out += [f"| {ln.stage} | {ln.status} | {ln.detail.replace('|', '/')} |" for ln in lines]
     return "\n".join(out) + "\n", {ln.stage: ln.status for ln in lines}
