@@ -10,16 +10,18 @@ from avlops.flow.ledger import Ledger, StepRecord, StepStatus
 
 __all__ = ["StageLine", "render_summary", "summarise"]
 
-# which gate each stage sits behind (a stage not listed is behind none)
-_GATED = {
-    "features": "validation",
-    "train": "validation",
-    "evaluate": "validation",
-    "gate-blessing": "validation",
-    "catalogue": "validation",
-    "register": "blessing",
-    "publish": "blessing",
-    "deploy": "blessing",
+# the gates each stage sits behind, in pipeline order (a stage not listed is behind none)
+_AFTER_VALIDATION = ("validation",)
+_AFTER_BLESSING = ("validation", "blessing")
+_GATED: dict[str, tuple[str, ...]] = {
+    "features": _AFTER_VALIDATION,
+    "train": _AFTER_VALIDATION,
+    "evaluate": _AFTER_VALIDATION,
+    "gate-blessing": _AFTER_VALIDATION,
+    "catalogue": _AFTER_VALIDATION,
+    "register": _AFTER_BLESSING,
+    "publish": _AFTER_BLESSING,
+    "deploy": _AFTER_BLESSING,
 }
 
 
@@ -46,8 +48,8 @@ def summarise(records: dict[str, StepRecord], stages: Sequence[str], state: str,
         if rec is not None:
             lines.append(StageLine(stage, "crashed", "started, never finished (the process died)"))
             continue
-        gate = gates.get(_GATED.get(stage, ""))
-        if gate is not None and not gate["passed"]:
+        gate = next((gates[g] for g in _GATED.get(stage, ()) if g in gates and not gates[g]["passed"]), None)
+        if gate is not None:
             lines.append(StageLine(stage, "skipped", f"the {gate['name']} gate failed: " + "; ".join(gate["reasons"])))
         elif failed_at is not None and stages.index(failed_at) < i:
             lines.append(StageLine(stage, "not reached", f"{failed_at} failed"))
