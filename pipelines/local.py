@@ -164,7 +164,9 @@ def run_local(
         enable_caching=True,
         cache_root=str(root / "cache"),
     )
-    pipeline = build_pipeline(name, defaults, ClusterOptions())
+    # no retries here: the repository, the DVC remote and the stores are on this machine, and a retried bad reference
+    # would only wait out KFP's back-off before failing the same way
+    pipeline = build_pipeline(name, defaults, ClusterOptions(retries=0))
     before = set(runs.iterdir()) if runs.is_dir() else set()
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -43,7 +43,7 @@ class ClusterOptions:
     tolerations: tuple[tuple[str, str], ...] = (("nvidia.com/gpu", "NoSchedule"),)
     dvc_secret: str = "avlops-dvc-remote"  # AWS_* / GOOGLE_APPLICATION_CREDENTIALS of the DVC remote
     dvc_secret_keys: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    retries: int = 3
+    retries: int = 3  # kfp.local runs get 0: their git repository and DVC remote are on this machine
 
 
 def configure(task: PipelineTask, stage: str, opts: ClusterOptions, *, cache: bool) -> PipelineTask:
@@ -52,7 +52,7 @@ def configure(task: PipelineTask, stage: str, opts: ClusterOptions, *, cache: bo
     task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim).set_memory_request(mem_req).set_memory_limit(mem_lim)
     task.set_caching_options(cache)
     task.set_display_name(stage)
-    if stage in RETRIED:
+    if stage in RETRIED and opts.retries:
         task.set_retry(num_retries=opts.retries, backoff_duration="30s", backoff_factor=2.0)
     if stage in ("resolve", "dataset"):
         kubernetes.use_secret_as_env(task, opts.dvc_secret, {k: k for k in opts.dvc_secret_keys}, optional=True)
