@@ -97,8 +97,10 @@ def test_a_rewritten_repository_is_refused(repo: Path, tmp_path: Path) -> None:
         materialize_dataset(ref, forged, tmp_path / "ds")
 
 
-def test_the_working_tree_is_a_revision_of_a_local_repository(repo: Path) -> None:
-    lineage = resolve_dataset(DatasetRef(repo=str(repo), path="data/ds", rev=WORKSPACE))
-    assert lineage.commit.startswith(f"{WORKSPACE}@")
+def test_the_working_tree_is_a_revision_of_a_local_repository(repo: Path, tmp_path: Path) -> None:
+    ref = DatasetRef(repo=str(repo), path="data/ds", rev=WORKSPACE)
+    lineage = resolve_dataset(ref)
+    assert lineage.commit.startswith(f"{WORKSPACE}@") and lineage.content_hash.endswith(".dir")
+    assert (materialize_dataset(ref, lineage, tmp_path / "ds") / "manifest.jsonl").is_file()
     with pytest.raises(RevisionError, match="only a local repository"):
         resolve_dataset(DatasetRef(repo="https://example.invalid/x.git", path="data/ds", rev=WORKSPACE))

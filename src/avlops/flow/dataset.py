@@ -96,6 +96,12 @@ def _open(ref: DatasetRef, rev: str) -> Iterator[DVCFileSystem]:
         fs.close()
 
 
+def _content_hash(fs: DVCFileSystem, path: str) -> str:
+    """DVC's hash of ``path`` ("" when DVC does not track it); in a working tree it sits under ``dvc_info``."""
+    info = fs.info(path)
+    return str(info.get("md5") or info.get("dvc_info", {}).get("md5") or "")
+
+
 def resolve_dataset(ref: DatasetRef) -> Lineage:
     """Pin ``ref`` to a git commit and DVC's content hash of its path; nothing is copied."""
     with _open(ref, ref.rev) as fs:
@@ -104,8 +110,7 @@ def resolve_dataset(ref: DatasetRef) -> Lineage:
             commit = f"{WORKSPACE}@{commit}"
         if not fs.exists(ref.path):
             raise RevisionError(f"dataset path {ref.path!r}: not in {ref.repo} at {ref.rev!r} (commit {commit[:10]})")
-        info = fs.info(ref.path)
-        content_hash = str(info.get("md5") or info.get("dvc_info", {}).get("md5") or "")
+        content_hash = _content_hash(fs, ref.path)
         if not content_hash:
             raise RevisionError(
                 f"dataset path {ref.path!r}: tracked by git, not by DVC, at {ref.rev!r}; version it with dvc add/repro"
@@ -127,11 +132,10 @@ def materialize_dataset(ref: DatasetRef, lineage: Lineage, dest: Path) -> Path:
     and names the remote when the data was never pushed.
     """
     with _open(ref, lineage.commit) as fs:
-        info = fs.info(ref.path)
-        found = str(info.get("md5") or "")
+        found = _content_hash(fs, ref.path)
         if found != lineage.content_hash:
             raise RevisionError(
-                f"dataset {ref.path!r} at {lineage.commit[:10]}: content hash {found}, expected "
+                f"dataset {ref.path!r} at {lineage.commit[:20]}: content hash {found or 'none'}, expected "
                 f"{lineage.content_hash} (the repository changed under the run)"
             )
         if dest.exists():
