@@ -100,7 +100,8 @@ def test_a_rewritten_repository_is_refused(repo: Path, tmp_path: Path) -> None:
 def test_the_working_tree_is_a_revision_of_a_local_repository(repo: Path, tmp_path: Path) -> None:
     ref = DatasetRef(repo=str(repo), path="data/ds", rev=WORKSPACE)
     lineage = resolve_dataset(ref)
-    assert lineage.commit.startswith(f"{WORKSPACE}@") and lineage.content_hash.endswith(".dir")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert lineage.commit == f"{WORKSPACE}@{head}" and lineage.content_hash.endswith(".dir")
     assert (materialize_dataset(ref, lineage, tmp_path / "ds") / "manifest.jsonl").is_file()
     with pytest.raises(RevisionError, match="only a local repository"):
         resolve_dataset(DatasetRef(repo="https://example.invalid/x.git", path="data/ds", rev=WORKSPACE))

@@ -95,7 +95,7 @@ def test_demo_makes_the_dataset_then_runs_the_pretrain_pipeline_and_reuses_it(
     rows = _rows(out)
     assert rows and all(status == "ran" for status in rows.values()), rows
     assert list(rows)[:3] == ["resolve", "dataset", "check"] and list(rows)[-1] == "deploy"
-    assert "# Served version 1" in out and "(the words of test clip syn-" in out and "**caption** of `" in out
+    assert "# Served version 1" in out and "(the words of test clip `syn-" in out and "**caption** of `" in out
     assert "train/model: " in out and "validate/data_docs: " in out and "register/registered: " in out
     card = json.loads((project / "artifacts/registry/versions/1/card.json").read_text())
     assert card["lineage"]["rev"] == "workspace" and card["lineage"]["commit"].startswith("workspace@")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,8 +107,9 @@ def resolve_dataset(ref: DatasetRef) -> Lineage:
     """Pin ``ref`` to a git commit and DVC's content hash of its path; nothing is copied."""
     with _open(ref, ref.rev) as fs:
         commit = str(fs.fs.repo.scm.get_rev())
-        if ref.rev == WORKSPACE:
-            commit = f"{WORKSPACE}@{commit}"
+        if ref.rev == WORKSPACE:  # the working tree over its HEAD commit (DVC's workspace view names no revision)
+            head = subprocess.run(["git", "-C", ref.location(), "rev-parse", "HEAD"], capture_output=True, text=True)
+            commit = f"{WORKSPACE}@{head.stdout.strip() or 'no-commit'}"
         if not fs.exists(ref.path):
             raise RevisionError(f"dataset path {ref.path!r}: not in {ref.repo} at {ref.rev!r} (commit {commit[:10]})")
         content_hash = _content_hash(fs, ref.path)
