@@ -42,7 +42,7 @@ class ServingLimits(StrictModel):
 
 
 class BatchingConfig(StrictModel):
-    """Triton's dynamic batching and instance counts (bench/serving.py measured these on 2 cores)."""
+    """Triton's dynamic batching and instance counts (bench/triton_serving.py measured these on 2 cores)."""
 
     max_batch_size: int = Field(16, ge=1, le=1024)
     max_queue_delay_us: int = Field(0, ge=0, description="0: batch what is queued, never wait for more")

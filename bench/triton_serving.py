@@ -1,6 +1,6 @@
 """Benchmark serving on CPU: Triton (the registered ensembles) against a plain eager PyTorch server, same run.
 
-    uv run python bench/serving.py [--checkpoint artifacts/train/small] [--data data/preprocessed] [--seconds 8]
+    uv run python bench/triton_serving.py [--checkpoint artifacts/train/small] [--data data/preprocessed] [--seconds 8]
 
 Model: the ``small`` config (``configs/model/small.yaml``, 77-token text, 64 px frames, one 64x512 fbank slice). With
 ``--checkpoint`` (default: the demo's ``artifacts/train/small`` when it exists) its trained weights and the catalogue
@@ -136,7 +136,8 @@ def setup(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     eval_dir.mkdir()
     (eval_dir / "metrics.json").write_text("{}", encoding="utf-8")
     write_verdict(
-        eval_dir, Verdict(True, ["bench/serving.py: a speed measurement, not a quality verdict"], [], str(checkpoint))
+        eval_dir,
+        Verdict(True, ["bench/triton_serving.py: a speed measurement, not a quality verdict"], [], str(checkpoint)),
     )
     pre = load_section(ROOT / "params.yaml", "preprocess", PreprocessConfig)
     return {
@@ -645,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "serving: Triton ensembles vs eager PyTorch (CPU)",
         "measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "uv run python bench/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "uv run python bench/triton_serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seconds": args.seconds,
         "repeats": args.repeats,
         "min_idle": args.min_idle,
