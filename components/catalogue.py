@@ -6,8 +6,20 @@ from components import component
 
 
 @component
-def catalogue(model: Input[Model], shards: Input[Dataset], workspace: str, catalogue: Output[Dataset]) -> int:
-    """Build the catalogue of the shards' clips with the model; returns its clip count."""
+def catalogue(
+    model: Input[Model],
+    shards: Input[Dataset],
+    check_report: Input[Dataset],
+    workspace: str,
+    catalogue: Output[Dataset],
+    validation_report: Input[Dataset] = None,
+) -> int:
+    """Build the catalogue of the shards' clips with the model; returns its clip count.
+
+    Args:
+        check_report: the check step's report; its quarantined clips are left out of the catalogue.
+        validation_report: the validate step's report, when the pipeline validates; likewise.
+    """
     from pathlib import Path
 
     from avlops.flow import steps
@@ -15,8 +27,10 @@ def catalogue(model: Input[Model], shards: Input[Dataset], workspace: str, catal
 
     catalogue.metadata.update(carried(shards.metadata, catalogue.uri))  # the clips it holds
     return steps.catalogue(
-        Path(model.path), Path(shards.path), Path(catalogue.path), workspace=workspace, uri=catalogue.uri
-    )
+        Path(model.path), Path(shards.path), Path(catalogue.path),
+        reports=[Path(r.path) for r in (check_report, validation_report) if r is not None],
+        workspace=workspace, uri=catalogue.uri,
+    )  # fmt: skip
 
 
 @component

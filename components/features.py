@@ -9,6 +9,8 @@ from components import component
 def features(
     dataset: Input[Dataset],
     shards: Input[Dataset],
+    check_report: Input[Dataset],
+    validation_report: Input[Dataset],
     config: dict,
     workspace: str,
     published: Output[Markdown],
@@ -17,6 +19,8 @@ def features(
 
     Args:
         config: the features section of params.yaml (repo_dir, registry, online_store, offline_store, ...).
+        check_report: the check step's report; its quarantined clips are not published.
+        validation_report: the validate step's report; likewise.
     """
     from pathlib import Path
 
@@ -24,6 +28,10 @@ def features(
     from avlops.flow.lineage import carried
 
     published.metadata.update(carried(shards.metadata, published.uri))
-    result = steps.features(Path(dataset.path), Path(shards.path), config, workspace=workspace, uri=published.uri)
+    result = steps.features(
+        Path(dataset.path), Path(shards.path), config, reports=[Path(check_report.path), Path(validation_report.path)],
+        workspace=workspace, uri=published.uri,
+    )  # fmt: skip
     rows = ", ".join(f"{view}: {n} rows" for view, n in result["rows"].items())
-    Path(published.path).write_text(f"Feast store `{result['repo_dir']}`: {rows}\n", encoding="utf-8")
+    dropped = f"; {len(result['dropped'])} quarantined clip(s) left out" if result["dropped"] else ""
+    Path(published.path).write_text(f"Feast store `{result['repo_dir']}`: {rows}{dropped}\n", encoding="utf-8")

@@ -45,7 +45,7 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
         with dsl.ExitHandler(done, name="catalogue-refresh"):
             ds, checked = checked_dataset(dataset, check_config, ws, opts)
             model, shards = version_on_dataset(repository, version, ds, checked, ws, opts)
-            cat = catalogue(model=model, shards=shards, workspace=ws)
+            cat = catalogue(model=model, shards=shards, check_report=checked.outputs["report"], workspace=ws)
             configure(cat, "catalogue", opts, cache=False)
             pub = publish(catalogue=cat.outputs["catalogue"], version=version, config=features_config, workspace=ws)
             configure(pub, "publish", opts, cache=False)

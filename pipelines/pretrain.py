@@ -76,7 +76,10 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
             # the validation gate stops the run when it fails: nothing below it starts
             valid = gate(report=val.outputs["report"], kind="validation", stop=True, workspace=ws)
             configure(valid, "gate", opts, cache=False).set_display_name("gate-validation")
-            feats = features(dataset=ds, shards=shards, config=features_config, workspace=ws).after(valid)
+            feats = features(
+                dataset=ds, shards=shards, check_report=checked.outputs["report"],
+                validation_report=val.outputs["report"], config=features_config, workspace=ws,
+            ).after(valid)  # fmt: skip
             configure(feats, "features", opts, cache=False)
             trained = train(
                 shards=shards, check_report=checked.outputs["report"], validation_report=val.outputs["report"],
@@ -91,7 +94,11 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
             configure(ev, "evaluate", opts, cache=True)
             blessed = gate(report=ev.outputs["evaluation"], kind="blessing", stop=False, workspace=ws)
             configure(blessed, "gate", opts, cache=False).set_display_name("gate-blessing")
-            cat = configure(catalogue(model=model, shards=shards, workspace=ws), "catalogue", opts, cache=True)
+            cat = catalogue(
+                model=model, shards=shards, check_report=checked.outputs["report"],
+                validation_report=val.outputs["report"], workspace=ws,
+            )  # fmt: skip
+            configure(cat, "catalogue", opts, cache=True)
             with dsl.If(blessed.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP condition)
                 reg = register(
                     model=model, evaluation=ev.outputs["evaluation"], catalogue=cat.outputs["catalogue"],

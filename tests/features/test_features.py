@@ -234,3 +234,36 @@ def test_tables_follow_the_contracts(tmp_path: Path) -> None:
     assert len(list((tmp_path / "t").iterdir())) == 1
     with pytest.raises(ValueError, match="timestamps"):
         entity_frame(["a", "b"], [T0])
+
+
+def test_quarantined_clips_are_left_out_of_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A clip published by one run and quarantined by `data validate` since: the next run leaves it out of both views,
+    offline and online, and says how many it dropped and why; a missing quarantine file is named."""
+    from avlops.features.store import get_online_clip_features, materialize_features
+
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(c) + "\n" for c in CLIPS))
+    stats(3.0).to_parquet(tmp_path / "stats.parquet")
+    repo = tmp_path / "repo"
+    cfg = FeaturesConfig(repo_dir=str(repo), manifest=str(manifest), stats=str(tmp_path / "stats.parquet"))
+    first = materialize_features(cfg.model_copy(update={"event_timestamp": T0.to_pydatetime()}))
+    assert first.dropped == {} and get_online_clip_features(repo, ["c1"])["c1"]["split"] == "val"
+
+    quarantine = tmp_path / "quarantine.jsonl"
+    reason = "silent audio: the manifest says verbal but the track is silent"
+    quarantine.write_text(json.dumps({"source": str(manifest), "line": 2, "clip_id": "c1", "reasons": [reason]}) + "\n")
+    base = ["features", "materialize", "--manifest", str(manifest), "--stats", str(tmp_path / "stats.parquet")]
+    args = [*base, "--repo-dir", str(repo), "--event-timestamp", T1.isoformat()]
+    assert run_cli([*args, "--quarantine", str(quarantine)]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "clip_metadata: 2 clips, clip_stats: 2 clips" in out
+    assert f"dropped 1 quarantined clip(s) from the feature store: 1 x {reason}" in out
+
+    got = get_online_clip_features(repo, ["c0", "c1", "c2"])
+    assert set(got["c1"].values()) == {None}  # no online value left for the quarantined clip
+    assert got["c0"]["split"] == "train" and got["c2"]["split"] == "test" and got["c0"]["duration_s"] == 3.0
+    part = pd.read_parquet(repo / "data" / "clip_metadata" / "20240201T000000000000Z.parquet")
+    assert sorted(part["clip_id"]) == ["c0", "c2"]
+
+    assert run_cli([*args, "--quarantine", str(tmp_path / "absent.jsonl")]) == ExitCode.INPUT
+    assert "absent.jsonl: quarantine file not found" in capsys.readouterr().err

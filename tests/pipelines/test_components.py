@@ -77,9 +77,20 @@ def test_components_in_pipeline_order(project: Path, tmp_path: Path) -> None:
     verdict = _out(dsl.Dataset, tmp_path, "gate", "verdict")
     assert gate.python_func(report=vreport, kind="validation", stop=True, workspace=ws, verdict=verdict) is True
 
+    # a val clip quarantined by validation: neither in the feature store nor in the catalogue (train and evaluate
+    # read other splits)
+    records = [json.loads(line) for line in (Path(ds.path) / "manifest.jsonl").read_text().splitlines()]
+    held_out = next(r["clip_id"] for r in records if r["split"] == "val")
+    with (Path(vreport.path) / "quarantine.jsonl").open("a") as fh:
+        fh.write(json.dumps({"clip_id": held_out, "reasons": ["silent audio"]}) + "\n")
+
     published = _out(dsl.Markdown, tmp_path, "features", "published")
-    features.python_func(dataset=ds, shards=shards, config=d["features"], workspace=ws, published=published)
-    assert "clip_metadata: 12 rows" in Path(published.path).read_text()
+    features.python_func(
+        dataset=ds, shards=shards, check_report=report, validation_report=vreport, config=d["features"], workspace=ws,
+        published=published,
+    )  # fmt: skip
+    assert "clip_metadata: 11 rows" in Path(published.path).read_text()
+    assert "1 quarantined clip(s) left out" in Path(published.path).read_text()
 
     model = _out(dsl.Model, tmp_path, "train", "model")
     train.python_func(
@@ -101,7 +112,12 @@ def test_components_in_pipeline_order(project: Path, tmp_path: Path) -> None:
     assert gate.python_func(report=evaluation, kind="blessing", stop=False, workspace=ws, verdict=bverdict) is True
 
     cat = _out(dsl.Dataset, tmp_path, "catalogue", "catalogue")
-    assert catalogue.python_func(model=model, shards=shards, workspace=ws, catalogue=cat) == 12
+    assert (
+        catalogue.python_func(
+            model=model, shards=shards, check_report=report, validation_report=vreport, workspace=ws, catalogue=cat
+        )
+        == 11
+    )
 
     registered = _out(dsl.Model, tmp_path, "register", "registered")
     version, repository = register.python_func(
@@ -115,7 +131,7 @@ def test_components_in_pipeline_order(project: Path, tmp_path: Path) -> None:
 
     pub = _out(dsl.Markdown, tmp_path, "publish", "published")
     publish.python_func(catalogue=cat, version=version, config=d["features"], workspace=ws, published=pub)
-    assert "12 clip embeddings of version 1" in Path(pub.path).read_text()
+    assert "11 clip embeddings of version 1" in Path(pub.path).read_text()
 
     fetched = _out(dsl.Model, tmp_path, "fetch-version", "model")
     pre = fetch_version.python_func(repository=repository, version=version, workspace=ws, model=fetched)

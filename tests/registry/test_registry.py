@@ -212,6 +212,29 @@ def test_register_command(deployment: Deployment, tmp_path: Path, capsys: pytest
     assert Registry(repository).versions() == [1]
 
 
+def test_register_leaves_quarantined_clips_out_of_the_catalogue(
+    deployment: Deployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clip `data validate` quarantined is not searchable in the registered version; the card says why."""
+    clip = deployment.records[0]["clip_id"]
+    reason = "caption leaked across splits"
+    quarantine = tmp_path / "quarantine.jsonl"
+    quarantine.write_text(json.dumps({"clip_id": clip, "reasons": [reason]}) + "\n" + json.dumps({"line": 9}) + "\n")
+    repository = tmp_path / "registry"
+    args = ["register", "--checkpoint", str(deployment.checkpoint), "--data", str(deployment.data)]
+    args += ["--eval", str(deployment.eval_dir), "--repository", str(repository)]
+    assert main([*args, "--quarantine", str(tmp_path / "absent.jsonl")]) == 3  # named, nothing registered
+    assert "absent.jsonl: quarantine file not found" in capsys.readouterr().err
+    assert main([*args, "--quarantine", str(quarantine)]) == 0
+    assert f"dropped 1 quarantined clip(s) from the catalogue: 1 x {reason}" in capsys.readouterr().out
+    repo = Registry(repository)
+    assert repo.versions() == [1]
+    card = repo.card(1)
+    assert card["catalogue"]["clips"] == 11 and card["catalogue"]["dropped"] == {clip: reason}
+    served = Catalogue.load(repo.models / "catalogue_search" / "1" / "catalogue.safetensors")
+    assert len(served) == 11 and clip not in served.clip_ids
+
+
 @pytest.mark.slow
 def test_catalogue_build_and_publish_to_feast(
     deployment: Deployment, register: Register, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m.add_argument("--stats", type=Path, help="stats.parquet written by `avlops preprocess`")
     m.add_argument("--repo-dir", type=Path, help="working folder of the store (default artifacts/feast)")
     m.add_argument("--params", type=Path, help="params.yaml to read the [features] section from")
+    m.add_argument(
+        "--quarantine",
+        type=Path,
+        action="append",
+        help="a quarantine.jsonl (from `avlops data validate` or `data check`) whose clips are not published; "
+        "repeatable, added to [features] quarantine",
+    )
     m.add_argument(
         "--event-timestamp",
         type=datetime.fromisoformat,
@@ -62,11 +70,21 @@ def run_materialize(args: argparse.Namespace) -> int:
         stats=str(args.stats) if args.stats else None,
         event_timestamp=args.event_timestamp,
     )
+    cfg = override(cfg, quarantine=None if args.quarantine is None else [*cfg.quarantine, *map(str, args.quarantine)])
+    from avlops.data.exclusions import ExclusionError, describe_dropped
     from avlops.features.store import materialize_features  # here: Feast takes seconds to import
 
-    report = materialize_features(cfg)
+    try:
+        report = materialize_features(cfg)
+    except ExclusionError as err:
+        print(f"avlops features materialize: {err}", file=sys.stderr)
+        return ExitCode.INPUT
     rows = ", ".join(f"{view}: {n} clips" for view, n in report.rows.items())
     print(f"feature store {report.repo_dir}: wrote {rows} at {report.event_timestamp.isoformat()}; materialized")
+    if report.dropped:
+        print(describe_dropped(report.dropped, "the feature store"))
+    elif not cfg.quarantine:
+        print("no validation quarantine given (--quarantine or features.quarantine): every clip published")
     if report.skipped_records:
         print(f"skipped {report.skipped_records} manifest records that break the contract (see `avlops data check`)")
     print("online lookup: " + json.dumps(report.example, default=str))

@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--eval", dest="eval_dir", type=Path, help="evaluation folder with blessing.json")
     p.add_argument("--catalogue", type=Path, help="catalogue built by `avlops catalogue build` (default: built here)")
     p.add_argument("--data", type=Path, help="the preprocessed training data (default: the run's config.json)")
+    p.add_argument(
+        "--quarantine",
+        type=Path,
+        action="append",
+        help="a quarantine.jsonl (from `avlops data validate` or `data check`) whose clips the catalogue built here "
+        "leaves out; repeatable, added to [registry] quarantine",
+    )
     p.add_argument("--repository", type=Path, help="registry folder (default artifacts/registry)")
     p.add_argument("--alias", help="alias of the new version (default challenger; the first is also champion)")
     p.add_argument("--similarity", choices=["model", "fine", "coarse"], help="how search scores clips")
@@ -63,6 +70,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--data", type=Path, required=True, help="an `avlops preprocess` output folder")
     b.add_argument("--out", type=Path, required=True, help="folder (or .safetensors file) to write")
     b.add_argument("--splits", nargs="+", choices=["train", "val", "test"], help="default: every split")
+    b.add_argument(
+        "--quarantine",
+        type=Path,
+        action="append",
+        default=[],
+        help="a quarantine.jsonl (from `avlops data validate` or `data check`) whose clips are left out; repeatable",
+    )
     b.set_defaults(handler=_run_build)
     pub = csub.add_parser("publish", help="write a registered version's clip embeddings to the Feast store")
     pub.add_argument("ref", nargs="?", default="champion", help="a version number or an alias (default champion)")
@@ -86,6 +100,7 @@ def _config(args: argparse.Namespace) -> RegisterConfig:
         catalogue=text(args.catalogue),
         repository=text(args.repository),
         similarity=args.similarity,
+        quarantine=None if args.quarantine is None else [*cfg.quarantine, *map(str, args.quarantine)],
     )
     missing = [flag for flag, value in (("--checkpoint", cfg.checkpoint), ("--eval", cfg.eval_dir)) if not value]
     if missing:
@@ -98,6 +113,7 @@ def _print(data: Any) -> None:
 
 
 def _run_register(args: argparse.Namespace) -> int:
+    from avlops.data.exclusions import ExclusionError
     from avlops.evaluation.checkpoint import resolve_checkpoint
     from avlops.preprocessing.params import PreprocessConfig
     from avlops.registry.register import RegistrationRefused, register_model
@@ -110,7 +126,8 @@ def _run_register(args: argparse.Namespace) -> int:
     data = Path(cfg.data) if cfg.data else None
     try:
         if cfg.catalogue is None:
-            catalogue = _build(checkpoint, data or _run_data(checkpoint), Path(cfg.repository) / ".catalogue", None)
+            out = Path(cfg.repository) / ".catalogue"
+            catalogue = _build(checkpoint, data or _run_data(checkpoint), out, None, cfg.quarantine)
         else:
             catalogue = Path(cfg.catalogue)
         result = register_model(
@@ -122,6 +139,9 @@ def _run_register(args: argparse.Namespace) -> int:
     except (RegistryError, CatalogueError) as err:
         print(f"avlops register: {err}", file=sys.stderr)
         return ExitCode.FAILED
+    except ExclusionError as err:
+        print(f"avlops register: {err}", file=sys.stderr)
+        return ExitCode.INPUT
     aliases = ", ".join(f"{k} -> {v}" for k, v in sorted(result.aliases.items()))
     print(f"registered version {result.version} in {result.repository} in {result.seconds:.1f} s ({aliases})")
     for p in result.parity:
@@ -138,22 +158,31 @@ def _run_data(checkpoint: Path) -> Path:
     raise FileNotFoundError(f"{checkpoint}: no run config.json naming its data; pass --data or --catalogue")
 
 
-def _build(checkpoint: Path, data: Path, out: Path, splits: list[str] | None) -> Path:
+def _build(checkpoint: Path, data: Path, out: Path, splits: list[str] | None, quarantine: list[str]) -> Path:
+    """Build and save the catalogue of ``data`` less the clips of the ``quarantine`` files; say what was left out."""
+    from avlops.data.exclusions import describe_dropped, read_exclusions
     from avlops.fileio import sha256_file
     from avlops.serving.bundle import WEIGHTS_NAME, load_model
     from avlops.serving.catalogue import build_catalogue
 
+    exclude = read_exclusions(quarantine)
     model = load_model(checkpoint)
-    catalogue = build_catalogue(model, data, splits=splits, checkpoint_sha256=sha256_file(checkpoint / WEIGHTS_NAME))
+    sha = sha256_file(checkpoint / WEIGHTS_NAME)
+    catalogue = build_catalogue(model, data, splits=splits, checkpoint_sha256=sha, exclude=exclude)
+    if catalogue.dropped:
+        print(describe_dropped(catalogue.dropped, "the catalogue"))
+    elif not quarantine:
+        print("no validation quarantine given (--quarantine): every preprocessed clip is in the catalogue")
     return catalogue.save(out)
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    from avlops.data.exclusions import ExclusionError
     from avlops.serving.catalogue import CatalogueError
 
     try:
-        path = _build(args.checkpoint, args.data, args.out, args.splits)
-    except CatalogueError as err:
+        path = _build(args.checkpoint, args.data, args.out, args.splits, [str(q) for q in args.quarantine])
+    except (CatalogueError, ExclusionError) as err:
         print(f"avlops catalogue build: {err}", file=sys.stderr)
         return ExitCode.INPUT
     print(f"catalogue written: {path}")

@@ -25,6 +25,10 @@ class FeaturesConfig(StrictModel):
     repo_dir: str = "artifacts/feast"
     manifest: str | None = Field(None, description="manifest JSONL of the clips (metadata features)")
     stats: str | None = Field(None, description="stats.parquet written by `avlops preprocess`")
+    quarantine: list[str] = Field(
+        default_factory=list,
+        description="quarantine.jsonl files (`avlops data validate`, `data check`) whose clips are not published",
+    )
     project: str = Field("avlops", pattern=r"^[A-Za-z0-9_]+$")
     #: relative paths and sqlite URLs are taken under repo_dir; other URLs are used as written
     registry: str = "sqlite:///registry.db"

@@ -24,6 +24,7 @@ from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueTyp
 from feast.types import Bool, FeastType, Float64, Int64, String
 
 from avlops.config import ConfigError
+from avlops.data.exclusions import read_exclusions
 from avlops.data.manifest import read_manifest
 from avlops.data.stats import ColumnKind
 from avlops.features.params import FeaturesConfig
@@ -177,14 +178,21 @@ class MaterializeReport:
     event_timestamp: datetime
     rows: dict[str, int]  # view -> rows written to its offline table
     skipped_records: int  # manifest lines that break the contract (see `avlops data check`)
+    dropped: dict[str, str]  # quarantined clips left out of both views: clip_id -> why
     example: dict[str, dict[str, Any]]  # an online lookup of the first clips, read back after materializing
 
 
 def materialize_features(cfg: FeaturesConfig, now: datetime | None = None) -> MaterializeReport:
     """Write the offline tables from ``cfg.manifest`` and ``cfg.stats``, ``apply`` the definitions, and load the
-    online store: incrementally, or from the beginning for a view never materialized."""
+    online store: incrementally, or from the beginning for a view never materialized.
+
+    Clips of ``cfg.quarantine`` are left out of both tables (``MaterializeReport.dropped`` says which and why). When
+    any is, the online tables of the two views are rebuilt from this run's rows alone, so a clip published by an
+    earlier run and quarantined since has no online value left; older offline parts keep their history as it was.
+    """
     if not cfg.manifest or not cfg.stats:
         raise ConfigError("features: both a manifest and a stats table are needed (--manifest, --stats)")
+    exclude = read_exclusions(cfg.quarantine)  # before any work: a missing quarantine file is a usage error
     kept, problems = read_manifest(Path(cfg.manifest))
     stats_path = Path(cfg.stats)
     if not stats_path.is_file():
@@ -197,16 +205,28 @@ def materialize_features(cfg: FeaturesConfig, now: datetime | None = None) -> Ma
         METADATA_VIEW: metadata_table((k.record for k in kept), at),
         STATS_VIEW: stats_table(pd.read_parquet(stats_path), at),
     }
+    dropped = {
+        str(c): exclude[str(c)] for t in tables.values() for c in t[JOIN_KEY] if pd.notna(c) and str(c) in exclude
+    }
+    tables = {name: t[~t[JOIN_KEY].isin(list(dropped))].reset_index(drop=True) for name, t in tables.items()}
     for name, table in tables.items():
         write_part(table, f"{source_root}/{name}", at)
 
     definitions = feature_definitions(source_root, timedelta(days=cfg.ttl_days))
     store = open_store(repo_dir)
+    if dropped:  # drop the views' online tables (and their load history); re-applied and loaded from ``at`` below
+        held = {v.name for v in store.list_feature_views()}
+        stale = [v for v in definitions.views if v.name in held]
+        if stale:
+            store.apply([], objects_to_delete=list(stale), partial=False)
     store.apply([definitions.entity, *definitions.views])
     end = max(now_utc, at + pd.Timedelta(seconds=1)).to_pydatetime()
     for view in definitions.views:
         last_end = store.get_feature_view(view.name).most_recent_end_time
-        if last_end is None or at < last_end:
+        if dropped:  # only this run's part: earlier parts still hold the quarantined clips
+            with _quiet_dask():
+                store.materialize(start_date=at.to_pydatetime(), end_date=end, feature_views=[view.name])
+        elif last_end is None or at < last_end:
             # first load, or a backfill stamped before the last load (materialize_incremental would skip it): load
             # the window from ``at``; per clip the latest value in it wins, so newer values stay on top
             start = _EPOCH if last_end is None else at.to_pydatetime()
@@ -222,6 +242,7 @@ def materialize_features(cfg: FeaturesConfig, now: datetime | None = None) -> Ma
         event_timestamp=at.to_pydatetime(),
         rows={k: len(v) for k, v in tables.items()},
         skipped_records=len(problems),
+        dropped=dropped,
         example=get_online_clip_features(repo_dir, [str(c) for c in sample], own) if sample else {},
     )
 

@@ -28,10 +28,10 @@ SECTIONS: dict[str, tuple[type[StrictModel], tuple[str, ...]]] = {
     "check": (CheckConfig, ("manifest", "report_dir")),
     "preprocess": (PreprocessConfig, ("manifest", "out")),
     "validation": (ValidateConfig, ("manifest", "stats", "out")),
-    "features": (FeaturesConfig, ("manifest", "stats")),
+    "features": (FeaturesConfig, ("manifest", "stats", "quarantine")),
     "train": (TrainConfig, ("data", "out", "quarantine")),
     "evaluate": (EvaluateConfig, ("checkpoint", "data", "manifest", "out", "quarantine")),
-    "registry": (RegisterConfig, ("checkpoint", "eval_dir", "data", "catalogue")),
+    "registry": (RegisterConfig, ("checkpoint", "eval_dir", "data", "catalogue", "quarantine")),
 }
 _LOCATIONS = {"features": "repo_dir", "registry": "repository"}  # stores outside the run: absolute paths
 

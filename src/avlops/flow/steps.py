@@ -199,19 +199,34 @@ def gate(kind: str, report: Path, *, stop: bool = False, workspace: str = "", ur
 
 
 def features(
-    dataset: Path, shards: Path, section: dict[str, Any], *, workspace: str = "", uri: str = ""
+    dataset: Path,
+    shards: Path,
+    section: dict[str, Any],
+    *,
+    reports: Sequence[Path] = (),
+    workspace: str = "",
+    uri: str = "",
 ) -> dict[str, Any]:
-    """Clip metadata and statistics into the Feast store the section names."""
+    """Clip metadata and statistics into the Feast store the section names; clips the check and validate
+    ``reports`` quarantined are left out."""
+    from avlops.data.exclusions import describe_dropped
     from avlops.features.params import FeaturesConfig
     from avlops.features.store import materialize_features
 
     with _step("features", workspace, uri) as rec:
         cfg = _section(
-            FeaturesConfig, section, "features", manifest=str(_manifest(dataset)), stats=str(shards / "stats.parquet")
+            FeaturesConfig,
+            section,
+            "features",
+            manifest=str(_manifest(dataset)),
+            stats=str(shards / "stats.parquet"),
+            quarantine=_quarantines(reports),
         )
         report = materialize_features(cfg)
         rec.notes.append(f"rows {report.rows} into {report.repo_dir}")
-    return {"repo_dir": str(report.repo_dir), "rows": report.rows}
+        if report.dropped:
+            rec.notes.append(describe_dropped(report.dropped, "the feature store"))
+    return {"repo_dir": str(report.repo_dir), "rows": report.rows, "dropped": report.dropped}
 
 
 # --- model ------------------------------------------------------------------------------------------------------------
@@ -337,8 +352,12 @@ def headline(metrics: dict[str, float]) -> list[str]:
     return [n for n in names if n in metrics]
 
 
-def catalogue(model: Path, shards: Path, out: Path, *, workspace: str = "", uri: str = "") -> int:
-    """Encode every clip of the training data with the model: the search catalogue. Returns its clip count."""
+def catalogue(
+    model: Path, shards: Path, out: Path, *, reports: Sequence[Path] = (), workspace: str = "", uri: str = ""
+) -> int:
+    """Encode every clip of the training data with the model, less the clips the check and validate ``reports``
+    quarantined: the search catalogue. Returns its clip count."""
+    from avlops.data.exclusions import describe_dropped, read_exclusions
     from avlops.evaluation.checkpoint import resolve_checkpoint
     from avlops.fileio import sha256_file
     from avlops.serving.bundle import WEIGHTS_NAME, load_model
@@ -346,9 +365,16 @@ def catalogue(model: Path, shards: Path, out: Path, *, workspace: str = "", uri:
 
     with _step("catalogue", workspace, uri) as rec:
         checkpoint = resolve_checkpoint(model)
-        cat = build_catalogue(load_model(checkpoint), shards, checkpoint_sha256=sha256_file(checkpoint / WEIGHTS_NAME))
+        cat = build_catalogue(
+            load_model(checkpoint),
+            shards,
+            checkpoint_sha256=sha256_file(checkpoint / WEIGHTS_NAME),
+            exclude=read_exclusions(_quarantines(reports)),
+        )
         cat.save(out)
         rec.notes.append(f"{len(cat)} clips")
+        if cat.dropped:
+            rec.notes.append(describe_dropped(cat.dropped, "the catalogue"))
     return len(cat)
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avlops.data.exclusions import read_exclusions
 from avlops.evaluation.checkpoint import resolve_checkpoint
 from avlops.features.params import FeaturesConfig
 from avlops.fileio import sha256_file
@@ -73,7 +74,7 @@ def register_or_reuse(
     """Register ``checkpoint`` unless the registry already holds these weights (whose verdict must still bless them).
 
     Returns the version, its catalogue, and whether it is new. ``catalogue`` is a built one (else built from
-    ``data_dir``).
+    ``data_dir``, less the clips of ``cfg.quarantine``).
     """
     checkpoint = resolve_checkpoint(checkpoint)
     registry = Registry(Path(cfg.repository))
@@ -83,7 +84,8 @@ def register_or_reuse(
         check_blessing(eval_dir, checkpoint)
         return version, Catalogue.load(registry.models / CATALOGUE_SEARCH / str(version) / CATALOGUE_NAME), False
     if catalogue is None:
-        built = build_catalogue(load_model(checkpoint), data_dir, checkpoint_sha256=sha)
+        exclude = read_exclusions(cfg.quarantine)
+        built = build_catalogue(load_model(checkpoint), data_dir, checkpoint_sha256=sha, exclude=exclude)
         catalogue = built.save(Path(cfg.repository) / ".catalogue")
     version = register_model(checkpoint, eval_dir, catalogue, cfg, data_dir=data_dir, lineage=lineage).version
     return version, Catalogue.load(catalogue), True

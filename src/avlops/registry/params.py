@@ -20,6 +20,11 @@ class RegisterConfig(StrictModel):
     eval_dir: str | None = Field(None, description="the evaluation folder holding blessing.json")
     data: str | None = Field(None, description="the preprocessed training data (default: the run's config.json)")
     catalogue: str | None = Field(None, description="a built catalogue (default: built from the data)")
+    quarantine: list[str] = Field(
+        default_factory=list,
+        description="quarantine.jsonl files (`avlops data validate`, `data check`) whose clips a catalogue built "
+        "here leaves out",
+    )
     repository: str = Field("artifacts/registry", description="the registry folder (models/, gpu/, versions/)")
     alias: str = Field("challenger", description="alias of the new version (the first version is also champion)")
     similarity: SearchSimilarity = SearchSimilarity.MODEL

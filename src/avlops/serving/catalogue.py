@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,11 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self.clip_ids)
+
+    @property
+    def dropped(self) -> dict[str, str]:
+        """Quarantined clips of the data left out of the catalogue: clip_id -> why."""
+        return dict(self.meta.get("dropped") or {})
 
     def save(self, path: Path) -> Path:
         """Write ``path`` (a ``.safetensors`` file, or a folder to hold ``catalogue.safetensors``)."""
@@ -122,8 +127,12 @@ def build_catalogue(
     splits: Sequence[str] | None = None,
     checkpoint_sha256: str | None = None,
     batch_size: int = 32,
+    exclude: Mapping[str, str] | None = None,
 ) -> Catalogue:
-    """Encode every clip of ``splits`` (default: all) of an ``avlops preprocess`` folder with ``model``."""
+    """Encode every clip of ``splits`` (default: all) of an ``avlops preprocess`` folder with ``model``.
+
+    ``exclude`` (clip_id -> why, ``avlops.data.exclusions.read_exclusions``): quarantined clips left out; the ones
+    found are recorded in the catalogue (:attr:`Catalogue.dropped`, and so in the model card of its version)."""
     try:
         index = read_index(data_dir)
     except (FileNotFoundError, ValueError) as err:
@@ -132,6 +141,8 @@ def build_catalogue(
     if not shards:
         raise CatalogueError(f"{data_dir}: no shards of the splits {list(splits or [])} to build a catalogue from")
     model = model.eval()
+    exclude = exclude or {}
+    dropped: dict[str, str] = {}
     ids: list[str] = []
     split_of: list[str] = []
     parts: dict[str, list[torch.Tensor]] = {
@@ -147,17 +158,25 @@ def build_catalogue(
             r.get("clip_id"): r.get("audio_type")
             for r in (read_record(path.with_suffix(".json")) or {}).get("stats", [])
         }
-        weights = torch.tensor([AUDIO_TYPE_WEIGHTS.get(str(types.get(c)), 0.5) for c in shard.clip_ids])
-        t = shard.tensors
-        for s in range(0, len(shard), batch_size):
+        keep = [i for i, c in enumerate(shard.clip_ids) if c not in exclude]
+        dropped |= {c: exclude[c] for c in shard.clip_ids if c in exclude}
+        if not keep:
+            continue
+        shard_ids = [shard.clip_ids[i] for i in keep]
+        weights = torch.tensor([AUDIO_TYPE_WEIGHTS.get(str(types.get(c)), 0.5) for c in shard_ids])
+        rows = torch.tensor(keep)
+        t = {k: shard.tensors[k][rows] for k in ("video", "video_mask", "audio", "audio_mask", "has_audio")}
+        for s in range(0, len(keep), batch_size):
             sl = slice(s, s + batch_size)
             audio_mask = t["audio_mask"][sl].bool() & t["has_audio"][sl].bool()[:, None]
             parts[_T.VIDEO_FEATS].append(model.encode_video(t["video"][sl].float()))
             parts[_T.VIDEO_MASK].append(t["video_mask"][sl].bool())
             parts[_T.AUDIO_FEATS].append(model.encode_audio(t["audio"][sl].float(), weights[sl]))
             parts[_T.AUDIO_MASK].append(audio_mask)
-        ids += shard.clip_ids
-        split_of += [shard.split] * len(shard)
+        ids += shard_ids
+        split_of += [shard.split] * len(keep)
+    if not ids:
+        raise CatalogueError(f"{data_dir}: every clip is quarantined ({len(dropped)} dropped); no catalogue to build")
     if len(set(ids)) != len(ids):
         raise CatalogueError(f"{data_dir}: clip ids repeat across shards")
     stacked = {}
@@ -169,6 +188,7 @@ def build_catalogue(
         "data": str(data_dir),
         "config_hash": index.get("config_hash"),
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dropped": dropped,
     }
     return Catalogue(
         ids,
