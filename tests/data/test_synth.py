@@ -201,6 +201,20 @@ def test_captions_name_every_fact_and_never_describe_two_fact_combinations() -> 
             assert owner.setdefault(cap, spec.fact_key) == spec.fact_key, cap
 
 
+def test_every_spoken_digit_is_one_whole_token_of_the_tokenizer() -> None:
+    """CLIP's BPE reads a single quote before t or s as a contraction ("'two'" -> "'t", "wo"): captions quote the
+    word so that the decoder predicts each digit as one token of its own."""
+    from avlops.preprocessing.text import get_tokenizer
+
+    tok = get_tokenizer()
+    for spec in _all_fact_specs():
+        if spec.word is None or spec.colour != "red" or spec.motion != "up":  # every phrasing, fewer specs
+            continue
+        for cap in captions_for(spec):
+            pieces = [tok.decoder[i] for i in tok.encode(cap)]
+            assert f"{spec.word}</w>" in pieces, (cap, pieces)
+
+
 def test_no_caption_or_fact_combination_in_two_splits(records: list[ClipRecord]) -> None:
     split_of: dict[str, str] = {}
     for r in records:

@@ -83,9 +83,11 @@ SOUND_PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "clicks": (("clicks", "a series of clicks", "rapid clicking"), ("something clicks", "clicks ring out")),
     "noise": (("bursts of noise", "noise bursts", "crackles of static"), ("noise bursts crackle", "static hisses")),
 }
+#: The word in double quotes: CLIP's BPE reads a single quote before t or s as a contraction ("'two'" becomes "'t",
+#: "wo", "'"), so single quotes would split four of the ten digits into pieces a decoder has to learn to reassemble.
 SPEECH_PHRASES: tuple[tuple[str, ...], tuple[str, ...]] = (
-    ("a voice saying '{word}'", "someone saying '{word}'", "the spoken word '{word}'"),
-    ("a voice says '{word}'", "someone says '{word}'"),
+    ('a voice saying "{word}"', 'someone saying "{word}"', 'the spoken word "{word}"'),
+    ('a voice says "{word}"', 'someone says "{word}"'),
 )
 #: ``{o}`` object, ``{m}`` motion, ``{a}`` audio noun phrase, ``{c}`` audio clause.
 CAPTION_TEMPLATES: tuple[str, ...] = (
