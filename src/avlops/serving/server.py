@@ -14,6 +14,7 @@ model-repository, shared-memory, trace and logging APIs of both protocols are re
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import secrets
 import shutil
@@ -28,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ADMIN_HEADER", "Endpoints", "ServerError", "TritonServer", "free_port", "triton_home"]
+__all__ = ["ADMIN_HEADER", "Endpoints", "ServerError", "TritonServer", "free_port", "http_ready", "triton_home"]
 
 ADMIN_HEADER = "avlops-admin-key"
+READY_POLL_S = 0.1  # how often start() asks a starting server whether it is ready
 _RESTRICTED = "model-repository,shared-memory,trace,logging"
 
 
@@ -56,6 +58,18 @@ class Endpoints:
     @property
     def metrics(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+def http_ready(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """Whether Triton at ``host:port`` (HTTP) answers ``/v2/health/ready`` with 200, on a connection of its own."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/v2/health/ready")
+        return conn.getresponse().status == 200
+    except OSError:  # refused (not listening yet), reset, timed out
+        return False
+    finally:
+        conn.close()
 
 
 def triton_home() -> Path:
@@ -215,29 +229,20 @@ class TritonServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def _wait_ready(self) -> None:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
-
+        """Return as soon as Triton answers ready: ``GET /v2/health/ready`` on a fresh connection every
+        ``READY_POLL_S``. A long-lived client made before the server listens would sit in gRPC's reconnect back-off
+        (which grows to minutes) and see readiness late."""
         assert self.process is not None
-        client = grpcclient.InferenceServerClient(self.endpoints.grpc)
         deadline = time.monotonic() + self.startup_timeout_s
-        try:
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    raise ServerError(f"tritonserver exited with {code} while starting:\n{self.log_tail()}")
-                try:
-                    if client.is_server_ready(client_timeout=2.0):
-                        return
-                except InferenceServerException:
-                    pass
-                if time.monotonic() > deadline:
-                    raise ServerError(
-                        f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}"
-                    )
-                time.sleep(0.25)
-        finally:
-            client.close()
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ServerError(f"tritonserver exited with {code} while starting:\n{self.log_tail()}")
+            if http_ready(self.endpoints.host, self.endpoints.http_port):
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+            time.sleep(READY_POLL_S)
 
     def stop(self, timeout_s: float = 45.0) -> int | None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``); returns its exit code."""
