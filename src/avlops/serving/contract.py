@@ -244,7 +244,9 @@ def encode_texts(texts: Sequence[str]) -> np.ndarray:
 
 def decode_texts(array: np.ndarray) -> list[str]:
     """UINT8 [..., n] -> one string per row (trailing zeros dropped); raises UnicodeDecodeError on bad UTF-8."""
-    rows = np.asarray(array, dtype=np.uint8).reshape(-1, array.shape[-1] if array.ndim else 0)
+    if array.ndim == 0 or array.shape[-1] == 0:  # zero-width ([B, 0]): B empty strings (numpy cannot reshape to -1, 0)
+        return [""] * (int(np.prod(array.shape[:-1])) if array.ndim else 0)
+    rows = np.asarray(array, dtype=np.uint8).reshape(-1, array.shape[-1])
     return [bytes(r).rstrip(b"\0").decode("utf-8") for r in rows]
 
 
