@@ -250,6 +250,15 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(served: Served, t
             )
         assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
         still_serving()
+        with pytest.raises(InferenceServerException, match="text is empty") as err:  # zero-width text [1, 0]
+            _raw(
+                served,
+                "search",
+                {"text": np.zeros((1, 0), np.uint8), "top_k": np.array([[1]], np.int32)},
+                {"text": "UINT8", "top_k": "INT32"},
+            )
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+        still_serving()
         for bad, message in (("", "text is empty"), (" \t ", "text is empty"), ("x" * 1001, "1001 characters")):
             with pytest.raises(InvalidInputError, match=message):
                 client.search(bad)
@@ -339,3 +348,18 @@ def test_sigterm_stops_the_server_cleanly(served: Served) -> None:
     assert "stopping ..." in text and "stopped (tritonserver exit code 0)" in text
     with ServingClient(served.grpc, retries=0, timeout_s=2) as client, pytest.raises(ServerUnavailableError):
         client.search("anything")
+
+
+def test_readiness_probe_is_false_until_something_listens() -> None:
+    """``TritonServer.start`` polls with a new connection each time, so a server that starts listening late is seen
+    at the next poll (a client made before it listened would sit in gRPC's reconnect back-off)."""
+    import socket
+
+    from avlops.serving.server import http_ready
+
+    port = free_port()
+    assert not http_ready("127.0.0.1", port)  # refused: nothing listens
+    with socket.socket() as s:  # listens but never answers HTTP: not ready, within the probe's timeout
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert not http_ready("127.0.0.1", port, timeout_s=0.2)
