@@ -20,12 +20,13 @@ from avlops.preprocessing.clip import preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.text import tokenize
 from avlops.serving.bundle import load_model
-from avlops.serving.catalogue import Catalogue, CatalogueSearch
+from avlops.serving.catalogue import Catalogue
 from avlops.serving.contract import Sizes, Tensors, decode_texts, encode_texts, repository_models
 from avlops.serving.handler import InputError
 from avlops.serving.params import SearchSimilarity, ServingLimits
 from avlops.serving.pooling import ClipPool
 from avlops.serving.preprocess import ArrayPreprocess, MediaPreprocess, TextPreprocess
+from avlops.serving.search import WEIGHT_HEADS, CatalogueArrays, CatalogueSearch
 from avlops.task import Batch, group_features, similarity_matrix
 from avlops.training.checkpoint import latest_checkpoint  # noqa: F401 - the deployment's run layout
 from serving_data import Deployment
@@ -58,13 +59,14 @@ def test_text_preprocess_tokenizes_like_the_library_and_refuses_bad_text() -> No
     long = {T.TEXT: encode_texts(["x" * 41])}
     bad_utf8 = {T.TEXT: np.array([[0xFF, 0xFE, 0x41]], dtype=np.uint8)}
     wrong_dtype = {T.TEXT: np.array([[1.0]], dtype=np.float32)}
-    out = handler.handle([good, empty, control, long, bad_utf8, wrong_dtype])
+    zero_width = {T.TEXT: np.zeros((1, 0), dtype=np.uint8)}  # [1, 0]: numpy cannot reshape it to rows of 0
+    out = handler.handle([good, empty, control, long, bad_utf8, wrong_dtype, zero_width])
     assert isinstance(out[0], dict)
     np.testing.assert_array_equal(out[0][T.TOKENS], tokenize(["a red circle moves left", "short"], 16).tokens.numpy())
     messages = [str(o) for o in out[1:]]
     assert all(isinstance(o, InputError) for o in out[1:])
     assert "empty" in messages[0] and "control" in messages[1] and "41 characters" in messages[2]
-    assert "UTF-8" in messages[3] and "must be UINT8" in messages[4]
+    assert "UTF-8" in messages[3] and "must be UINT8" in messages[4] and "empty" in messages[5]
 
 
 def test_media_preprocess_gives_the_shard_tensors_of_a_clip(deployment: Deployment) -> None:
@@ -173,7 +175,9 @@ def test_catalogue_search_ranks_as_the_library_scores(deployment: Deployment, si
 
     loaded = load_for_evaluation(deployment.checkpoint, device="cpu")
     cat = Catalogue.load(deployment.catalogue)
-    handler = CatalogueSearch(SPECS["catalogue_search"], loaded.model, cat, loaded.objective, similarity, 100)
+    heads = {k: v.numpy() for k, v in loaded.model.state_dict().items() if k.split(".")[0] in WEIGHT_HEADS}
+    arrays = CatalogueArrays.load(deployment.catalogue)
+    handler = CatalogueSearch(SPECS["catalogue_search"], heads, arrays, loaded.objective, similarity, 100)
     captions = [r["captions"][0] for r in deployment.records[:3]]
     tokens = tokenize(captions, 16).tokens
     with torch.inference_mode():

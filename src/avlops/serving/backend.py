@@ -2,9 +2,11 @@
 batch of requests to numpy arrays and back, and turn errors into responses.
 
 Tensors cross by DLPack both ways (the numpy-2 pitfall of platform-facts: ``pb_utils.Tensor(name, array)`` returns
-empty tensors). Outputs go as torch DLPack capsules: measured in the stub, ~3 µs per tensor against ~50 µs for a numpy
-array or a numpy capsule, which made up a third of a text request's overhead; so every model process imports torch.
-Inputs arrive read-only, so outputs are always fresh copies. A request the handler refuses gets
+empty tensors), as numpy arrays. This module imports no torch, and neither do the handlers of the text
+preprocessing, the encoders and the clip pooling: torch costs each process ~0.55 GB and ~2.5 s to import
+(bench/results/startup.md). A torch DLPack capsule was faster per output tensor (~3 µs against ~50 µs), which is not
+worth half a gigabyte per model. Models whose handler imports torch run it on one thread. Inputs arrive read-only,
+so outputs are always fresh copies. A request the handler refuses gets
 INVALID_ARGUMENT with the handler's message; an unexpected exception gets INTERNAL for the requests of that batch
 only, its traceback goes to the server log, and the model keeps serving.
 """
@@ -12,6 +14,7 @@ only, its traceback goes to the server log, and the model keeps serving.
 from __future__ import annotations
 
 import importlib
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from avlops.serving.bundle import CATALOGUE_NAME, DECODER_STEP_NAME, ONNX_NAME, ServingBundle, load_model
+from avlops.serving.bundle import CATALOGUE_NAME, DECODER_STEP_NAME, ONNX_NAME, WEIGHTS_NAME, ServingBundle, load_model
 from avlops.serving.contract import HandlerKind, ModelSpec
 from avlops.serving.handler import Arrays, Handler, InputError, Outcome
 
@@ -44,7 +47,7 @@ def _onnx_encoder(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handl
 
 
 def _text_preprocess(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
-    from avlops.serving.preprocess import TextPreprocess
+    from avlops.serving.text import TextPreprocess
 
     return TextPreprocess(spec, bundle.sizes.context, bundle.limits_config())
 
@@ -68,12 +71,12 @@ def _clip_pool(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
 
 
 def _catalogue_search(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
-    from avlops.serving import catalogue
+    from avlops.serving.search import CatalogueArrays, CatalogueSearch, read_heads
 
-    return catalogue.CatalogueSearch(
+    return CatalogueSearch(
         spec,
-        load_model(folder, bundle),
-        catalogue.Catalogue.load(folder / CATALOGUE_NAME),
+        read_heads(folder / WEIGHTS_NAME),
+        CatalogueArrays.load(folder / CATALOGUE_NAME),
         bundle.objective_config(),
         bundle.search_similarity(),
         bundle.limits_config().max_top_k,
@@ -104,14 +107,12 @@ class TritonPythonModel:
     """What Triton's python backend instantiates (through the version folder's thin ``model.py``)."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        import torch
-
-        torch.set_num_threads(1)  # one thread per instance: intra-op threads would fight the other models
-        self.torch: Any = torch
         self.pb: Any = importlib.import_module("triton_python_backend_utils")
         folder = Path(args["model_repository"]) / args["model_version"]
         self.handler = load_handler(args["model_name"], folder)
         self.inputs = [s.name for s in self.handler.spec.inputs]
+        if "torch" in sys.modules:  # one thread per instance: intra-op threads would fight the other models
+            sys.modules["torch"].set_num_threads(1)
 
     def _arrays(self, request: Any) -> Arrays:
         out = {}
@@ -127,11 +128,7 @@ class TritonPythonModel:
             return pb.InferenceResponse(error=pb.TritonError(str(outcome), pb.TritonError.INVALID_ARG))
         if isinstance(outcome, Exception):
             return pb.InferenceResponse(error=pb.TritonError(f"internal error: {outcome}", pb.TritonError.INTERNAL))
-        capsule = self.torch.utils.dlpack.to_dlpack
-        tensors = [
-            pb.Tensor.from_dlpack(k, capsule(self.torch.from_numpy(np.array(v, copy=True, order="C"))))
-            for k, v in outcome.items()
-        ]
+        tensors = [pb.Tensor.from_dlpack(k, np.array(v, copy=True, order="C")) for k, v in outcome.items()]
         return pb.InferenceResponse(output_tensors=tensors)
 
     def execute(self, requests: list[Any]) -> list[Any]:

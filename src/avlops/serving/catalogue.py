@@ -3,9 +3,9 @@
 :func:`build_catalogue` encodes the clips of an ``avlops preprocess`` output with the eager model (the library's
 ``encode_video`` / ``encode_audio``) into one ``catalogue.safetensors`` that names the checkpoint it was built with;
 registration copies it into the version of ``catalogue_search``, so a catalogue is versioned with its model.
-:class:`CatalogueSearch` scores a text batch against the whole catalogue with ``avlops.task.similarity_matrix`` (the
-same function training and evaluation use; T-AV group: frames and audio slices), fine-grained or coarse as the
-version says, and returns the top k. The clip-side token weights are computed once when the model loads.
+:func:`search_scores` scores a text batch against a catalogue with ``avlops.task.similarity_matrix`` (the same
+function training and evaluation use; T-AV group: frames and audio slices); the served search
+(:mod:`avlops.serving.search`) computes the same scores in numpy.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -27,12 +26,10 @@ from avlops.modality import ModalityGroup
 from avlops.models.vla import AUDIO_TYPE_WEIGHTS, TextFeatures, VLAModel, VLAOutput, fuse_audiovisual
 from avlops.objective import ObjectiveConfig, Similarity
 from avlops.preprocessing.shards import load_shard, read_index, read_record
-from avlops.serving.contract import ModelSpec, Tensors, encode_texts
-from avlops.serving.handler import Arrays, Handler, InputError, stack
-from avlops.serving.params import SearchSimilarity
+from avlops.serving.contract import Tensors
 from avlops.task import Batch, GroupFeatures, group_features, similarity_matrix
 
-__all__ = ["Catalogue", "CatalogueError", "CatalogueSearch", "build_catalogue", "publish_catalogue", "search_scores"]
+__all__ = ["Catalogue", "CatalogueError", "build_catalogue", "publish_catalogue", "search_scores"]
 
 _T = Tensors
 FORMAT = "avlops.catalogue"
@@ -213,65 +210,17 @@ def search_scores(
     return similarity_matrix(model, trimmed, clips, dataclasses.replace(objective, similarity=similarity))
 
 
-class CatalogueSearch(Handler):
-    def __init__(
-        self,
-        spec: ModelSpec,
-        model: VLAModel,
-        catalogue: Catalogue,
-        objective: ObjectiveConfig,
-        similarity: SearchSimilarity,
-        max_top_k: int,
-    ) -> None:
-        super().__init__(spec)
-        self.model = model.eval()
-        self.catalogue = catalogue
-        self.objective = objective
-        self.similarity = objective.similarity if similarity is SearchSimilarity.MODEL else Similarity(similarity.value)
-        self.clips = catalogue.clip_side(self.model)
-        self.ids = encode_texts(catalogue.clip_ids)  # [N, longest id] UTF-8
-        self.max_top_k = min(max_top_k, len(catalogue))
-
-    def check(self, request: Arrays) -> None:
-        for k in request[_T.TOP_K].reshape(-1):
-            if not 1 <= int(k) <= self.max_top_k:
-                raise InputError(f"top_k must be in [1, {self.max_top_k}], got {int(k)}")
-
-    def run(self, requests: Sequence[Arrays]) -> list[Arrays]:
-        text = TextFeatures(
-            torch.from_numpy(np.ascontiguousarray(stack(requests, _T.TOKEN_FEATS))),
-            torch.from_numpy(np.ascontiguousarray(stack(requests, _T.TOKEN_MASK))),
-            torch.from_numpy(np.ascontiguousarray(stack(requests, _T.TEXT_EMBED))),
-        )
-        with torch.inference_mode():
-            scores = search_scores(self.model, text, self.clips, self.objective, self.similarity)  # [B, N]
-        k_all = stack(requests, _T.TOP_K).reshape(-1)
-        top, order = scores.topk(int(k_all.max()), dim=1)  # [B, k_max]
-        out, row = [], 0
-        for r in requests:
-            n = int(r[_T.TOP_K].shape[0])
-            k = int(r[_T.TOP_K].reshape(-1).max())  # one k per request's rows (they are answered together)
-            out.append(
-                {
-                    _T.CLIP_IDS: self.ids[order[row : row + n, :k].numpy()],  # [n, k, longest id]
-                    _T.SCORES: top[row : row + n, :k].numpy().astype(np.float32),
-                }
-            )
-            row += n
-        return out
-
-
 def publish_catalogue(catalogue: Catalogue, model_version: int, features: Any) -> Any:
     """Publish the catalogue's T-AV clip embeddings to the Feast store of ``features`` (a ``FeaturesConfig``)."""
     from avlops.features.embeddings import publish_embeddings  # Feast: imported only to publish
     from avlops.serving.pooling import pool_groups
 
-    with torch.inference_mode():
-        pooled = pool_groups(catalogue.video_feats, catalogue.video_mask, catalogue.audio_feats, catalogue.audio_mask)
+    c = catalogue
+    pooled = pool_groups(c.video_feats.numpy(), c.video_mask.numpy(), c.audio_feats.numpy(), c.audio_mask.numpy())
     return publish_embeddings(
         features,
         catalogue.clip_ids,
-        pooled[_T.TAV_EMBED].numpy(),
+        pooled[_T.TAV_EMBED],
         model_version,
         str(catalogue.meta.get("checkpoint_sha256") or ""),
     )

@@ -1,6 +1,6 @@
 """Preprocessing handlers: raw requests → model inputs, through the same library functions as the training data.
 
-* :class:`TextPreprocess`: UTF-8 text → CLIP BPE ids (``avlops.preprocessing.text.tokenize``) at the model's context.
+* :class:`TextPreprocess` (:mod:`avlops.serving.text`, torch-free): UTF-8 text → CLIP BPE ids at the model's context.
 * :class:`MediaPreprocess`: an encoded clip (mp4, webm, a wav, a still image, ...) → frames and fbank slices through
   ``avlops.preprocessing.clip.preprocess_clip``, the very function that wrote the training shards, with its
   bad-input policy (undecodable, truncated or zero-length media, a claimed sound track that is missing).
@@ -14,7 +14,6 @@ catalogue and the evaluation use.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,32 +26,16 @@ from avlops.data.schema import AudioType, ClipRecord, MediaPathError, Split
 from avlops.models.vla import audio_type_weight
 from avlops.preprocessing.clip import ClipError, preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.preprocessing.text import get_tokenizer, tokenize
 from avlops.serving.contract import ModelSpec, Tensors
 from avlops.serving.handler import Arrays, Handler, InputError, text_items
 from avlops.serving.params import ServingLimits
+from avlops.serving.text import TextPreprocess, clean_text
 
 __all__ = ["ArrayPreprocess", "MediaPreprocess", "TextPreprocess", "clean_text", "type_weights"]
 
 _T = Tensors
 # /dev/shm keeps request media in memory; the library's decoders read paths
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-#: What a caption may not hold once whitespace is collapsed: control characters (C0, DEL, C1), lone surrogates.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def clean_text(text: str, max_chars: int) -> str:
-    """Collapse whitespace like the dataset contract; refuse empty, over-long or control-character text."""
-    cleaned = " ".join(text.split())
-    if not cleaned:
-        raise InputError("text is empty")
-    if len(cleaned) > max_chars:
-        raise InputError(f"text has {len(cleaned)} characters (limit {max_chars})")
-    if _CONTROL.search(cleaned):
-        raise InputError("text contains control characters")
-    return cleaned
 
 
 def type_weights(array: np.ndarray) -> np.ndarray:
@@ -79,29 +62,6 @@ def _clip_outputs(items: Sequence[dict[str, torch.Tensor]], weights: np.ndarray)
         _T.AUDIO_MASK: batch("audio_mask").astype(np.bool_, copy=False),
         _T.TYPE_WEIGHT: weights.reshape(-1),  # the contract's reshape: one scalar per item
     }
-
-
-class TextPreprocess(Handler):
-    def __init__(self, spec: ModelSpec, context_length: int, limits: ServingLimits) -> None:
-        super().__init__(spec)
-        self.context_length = context_length
-        self.limits = limits
-        get_tokenizer(context_length)  # loaded now (open_clip takes seconds to import), not by the first request
-
-    def _texts(self, request: Arrays) -> list[str]:
-        return [clean_text(t, self.limits.max_text_chars) for t in text_items(request[_T.TEXT], "text")]
-
-    def check(self, request: Arrays) -> None:
-        self._texts(request)
-
-    def run(self, requests: Sequence[Arrays]) -> list[Arrays]:
-        per_request = [self._texts(r) for r in requests]
-        tokens = tokenize([t for texts in per_request for t in texts], self.context_length).tokens.numpy()
-        out, start = [], 0
-        for texts in per_request:
-            out.append({_T.TOKENS: tokens[start : start + len(texts)]})
-            start += len(texts)
-        return out
 
 
 class MediaPreprocess(Handler):
