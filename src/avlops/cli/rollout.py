@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     which.add_argument("--version", type=int)
     which.add_argument("--alias", default=None)
     up.add_argument("--port", type=int, default=0, help="Envoy's port for clients (default: a free one)")
+    up.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="Envoy refuses larger requests (default: the version's max_media_bytes + 64 KiB)",
+    )
     up.set_defaults(handler=_up)
 
     add("down", "stop every process of the platform").set_defaults(handler=_down)
@@ -100,11 +106,14 @@ def _up(args: argparse.Namespace) -> int:
 
     try:
         version = Registry(args.repository).resolve(args.version or args.alias or CHAMPION)
-        platform = up(args.workdir, args.repository, version, envoy_port=args.port)
+        platform = up(
+            args.workdir, args.repository, version, envoy_port=args.port, max_request_bytes=args.max_request_bytes
+        )
     except (RegistryError, PlatformError) as err:
         print(f"avlops rollout up: {err}", file=sys.stderr)
         return ExitCode.INPUT
     print(f"serving version {version} at {platform.address} (gRPC and HTTP) through Envoy")
+    print(f"requests over {platform.max_request_bytes} bytes are refused at Envoy")
     print(f"Prometheus {platform.prometheus_url}  Pushgateway {platform.pushgateway_url}  folder {platform.workdir}")
     return ExitCode.OK
 

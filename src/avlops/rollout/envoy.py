@@ -11,7 +11,12 @@ gRPC clusters, the rest to the HTTP ones, each through ``weighted_clusters`` who
 From platform-facts (verified on Triton 2.51 + Envoy 1.40): active health checks ``GET /v2/health/ready`` on each
 server's HTTP port with ``reuse_connection: false`` (a terminating Triton keeps saying ready on open connections);
 retries on ``grpc-status: 5`` (a draining Triton unloads its ensembles first) and on resets/refusals to another host;
-per-cluster latency histograms with fine buckets (``stats_config``). The admin endpoint binds 127.0.0.1 only. Envoy runs
+per-cluster latency histograms with fine buckets (``stats_config``). The admin endpoint binds 127.0.0.1 only.
+
+Request size: Triton 2.51 has no limit of its own and keeps the memory of every large request it parsed, even one its
+models refuse, so Envoy's buffer filter refuses any request over ``max_request_bytes`` (the largest legitimate one,
+:func:`avlops.serving.params.request_limit`) before a byte reaches a server: gRPC clients get RESOURCE_EXHAUSTED
+(not retried) and HTTP clients 413, each with a message naming the limit. Envoy runs
 in its own session (``setsid``), survives the shell that started it, and is stopped by its pid.
 """
 
@@ -29,8 +34,17 @@ from typing import Any
 import yaml
 
 from avlops.rollout.daemon import Daemon, DaemonError
+from avlops.serving.params import ServingLimits, request_limit
 
-__all__ = ["SLOTS", "EnvoyError", "EnvoyProxy", "Upstream", "envoy_binary", "render_config"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "SLOTS",
+    "EnvoyError",
+    "EnvoyProxy",
+    "Upstream",
+    "envoy_binary",
+    "render_config",
+]
 
 SLOTS = ("blue", "green")
 RUNTIME_PREFIX = "routing.avl"
@@ -38,6 +52,7 @@ LATENCY_BUCKETS_MS = [1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 30
 
 
 _TYPE = "type.googleapis.com/envoy.extensions."
+DEFAULT_MAX_REQUEST_BYTES = request_limit(ServingLimits())
 
 
 class EnvoyError(RuntimeError):
@@ -182,12 +197,47 @@ def _fault_filter(slot: str) -> dict[str, Any]:
     }
 
 
+def _size_limit(max_request_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The buffer filter that refuses a request over ``max_request_bytes`` while it arrives (413), and the local-reply
+    mappers that turn that 413 into gRPC RESOURCE_EXHAUSTED (a 413 would reach gRPC clients as UNKNOWN "Payload Too
+    Large") or an HTTP error body in KServe's JSON form."""
+    message = f"request too large: over {max_request_bytes} bytes, the largest request this server takes"
+    too_large = {
+        "status_code_filter": {
+            "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "avl.too_large"}}
+        }
+    }
+    grpc = {"header_filter": {"header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}}}
+    mappers = [
+        {
+            "filter": {"and_filter": {"filters": [too_large, grpc]}},
+            "headers_to_add": [
+                {"header": {"key": "grpc-status", "value": "8"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            ],
+            "body": {"inline_string": message},
+        },
+        {"filter": too_large, "body": {"inline_string": json.dumps({"error": message})}},
+    ]
+    buffer = {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {"@type": _TYPE + "filters.http.buffer.v3.Buffer", "max_request_bytes": max_request_bytes},
+    }
+    return buffer, {"mappers": mappers}
+
+
 def render_config(
-    listen_port: int, admin_port: int, upstreams: dict[str, Upstream], host: str = "127.0.0.1"
+    listen_port: int,
+    admin_port: int,
+    upstreams: dict[str, Upstream],
+    host: str = "127.0.0.1",
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> dict[str, Any]:
     """Envoy's bootstrap configuration (see the module docstring). ``upstreams`` maps each slot to its server."""
     if set(upstreams) != set(SLOTS):
         raise EnvoyError(f"give an upstream for each slot {SLOTS}, got {sorted(upstreams)}")
+    if max_request_bytes < 1:
+        raise EnvoyError(f"max_request_bytes must be positive, got {max_request_bytes}")
+    buffer, local_reply = _size_limit(max_request_bytes)
     clusters = []
     for slot, other in zip(SLOTS, reversed(SLOTS), strict=True):
         clusters.append(_cluster(slot, upstreams[slot], upstreams[other], http2=True))
@@ -197,6 +247,7 @@ def render_config(
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
         "stream_idle_timeout": "300s",
+        "local_reply_config": local_reply,
         "route_config": {
             "name": "avl",
             "virtual_hosts": [
@@ -208,6 +259,7 @@ def render_config(
             ],
         },
         "http_filters": [
+            buffer,  # first: an oversized request is refused before any other filter or a server sees it
             {
                 "name": "envoy.filters.http.grpc_stats",
                 "typed_config": {
@@ -263,11 +315,19 @@ class EnvoyProxy:
     stop it.
     """
 
-    def __init__(self, workdir: Path, listen_port: int, admin_port: int, upstreams: dict[str, Upstream]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        listen_port: int,
+        admin_port: int,
+        upstreams: dict[str, Upstream],
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
         self.workdir = Path(workdir)
         self.listen_port = listen_port
         self.admin_port = admin_port
         self.upstreams = upstreams
+        self.max_request_bytes = max_request_bytes
         self.daemon = Daemon(self.workdir, "envoy")
 
     @property
@@ -281,7 +341,13 @@ class EnvoyProxy:
     def start(self, timeout_s: float = 30.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "envoy.yaml"
-        config.write_text(yaml.safe_dump(render_config(self.listen_port, self.admin_port, self.upstreams)))
+        config.write_text(
+            yaml.safe_dump(
+                render_config(
+                    self.listen_port, self.admin_port, self.upstreams, max_request_bytes=self.max_request_bytes
+                )
+            )
+        )
         cmd = [
             str(envoy_binary()),
             "-c",

@@ -27,7 +27,10 @@ from avlops.monitoring.prometheus import (
     write_triton_targets,
 )
 from avlops.rollout.daemon import Daemon
-from avlops.rollout.envoy import SLOTS, EnvoyProxy, Upstream
+from avlops.rollout.envoy import DEFAULT_MAX_REQUEST_BYTES, SLOTS, EnvoyProxy, Upstream
+from avlops.serving.bundle import ServingBundle
+from avlops.serving.contract import MEDIA_PREPROCESS
+from avlops.serving.params import request_limit
 from avlops.serving.server import TritonServer, free_port
 
 __all__ = ["Platform", "PlatformError", "SlotPorts", "down", "load", "up"]
@@ -54,6 +57,7 @@ class Platform(BaseModel):
     prometheus_port: int
     pushgateway_port: int
     slots: dict[str, SlotPorts]
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # Envoy refuses larger requests (the stable version's limit)
     versions: dict[str, int] = {}
     tracks: dict[str, str] = {}
 
@@ -64,7 +68,7 @@ class Platform(BaseModel):
 
     def envoy(self) -> EnvoyProxy:
         ups = {s: Upstream("127.0.0.1", p.grpc, p.http) for s, p in self.slots.items()}
-        return EnvoyProxy(self.root, self.envoy_port, self.envoy_admin_port, ups)
+        return EnvoyProxy(self.root, self.envoy_port, self.envoy_admin_port, ups, self.max_request_bytes)
 
     def prometheus(self) -> PrometheusServer:
         return PrometheusServer(self.root, self.prometheus_port)
@@ -158,11 +162,26 @@ def load(workdir: Path) -> Platform:
     return Platform.model_validate_json(path.read_text())
 
 
-def up(workdir: Path, registry: Path, version: int, *, envoy_port: int = 0) -> Platform:
-    """Start the Pushgateway, the stable server on ``version`` (slot blue), Envoy and Prometheus."""
+def version_request_limit(registry: Path, version: int) -> int:
+    """The largest legitimate request to ``version`` of ``registry`` (its recorded limits, :func:`request_limit`)."""
+    folder = Path(registry) / "models" / MEDIA_PREPROCESS / str(version)
+    try:
+        return request_limit(ServingBundle.read(folder).limits_config())
+    except (OSError, ValueError) as err:
+        raise PlatformError(f"{folder}: cannot read the version's request limits ({err})") from err
+
+
+def up(
+    workdir: Path, registry: Path, version: int, *, envoy_port: int = 0, max_request_bytes: int | None = None
+) -> Platform:
+    """Start the Pushgateway, the stable server on ``version`` (slot blue), Envoy and Prometheus. Envoy refuses
+    requests over ``max_request_bytes`` (default: the largest legitimate request to ``version``)."""
     workdir = Path(workdir).resolve()
     if (workdir / "platform.json").is_file():
         raise PlatformError(f"{workdir}: a platform is already up (avlops rollout down stops it)")
+    if max_request_bytes is not None and max_request_bytes < 1:
+        raise PlatformError(f"max_request_bytes must be positive, got {max_request_bytes}")
+    limit = max_request_bytes or version_request_limit(registry, version)
     workdir.mkdir(parents=True, exist_ok=True)
     platform = Platform(
         workdir=str(workdir),
@@ -172,6 +191,7 @@ def up(workdir: Path, registry: Path, version: int, *, envoy_port: int = 0) -> P
         prometheus_port=free_port(),
         pushgateway_port=free_port(),
         slots={s: SlotPorts(grpc=free_port(), http=free_port(), metrics=free_port()) for s in SLOTS},
+        max_request_bytes=limit,
     )
     platform.save()
     try:

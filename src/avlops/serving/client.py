@@ -116,7 +116,7 @@ def _typed(err: Exception, model: str) -> ServingError:
     message = getattr(err, "message", lambda: str(err))() or str(err)
     if isinstance(err, ConnectionError | OSError) and status == "UNKNOWN":
         return ServerUnavailableError(f"{model}: cannot connect: {err}", "UNAVAILABLE")
-    if status in ("INVALID_ARGUMENT", "400"):
+    if status in ("INVALID_ARGUMENT", "400", "RESOURCE_EXHAUSTED", "413"):  # the last two: over the proxy's size limit
         return InvalidInputError(f"{model}: {message}", status)
     if status in ("NOT_FOUND", "404") or "unknown model" in message or "is not found" in message:
         return ModelNotFoundError(f"{model}: {message}", status)

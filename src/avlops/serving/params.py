@@ -12,7 +12,17 @@ from pydantic import Field
 
 from avlops.config import StrictModel
 
-__all__ = ["BatchingConfig", "SearchSimilarity", "ServeConfig", "ServingLimits"]
+__all__ = [
+    "REQUEST_OVERHEAD_BYTES",
+    "BatchingConfig",
+    "SearchSimilarity",
+    "ServeConfig",
+    "ServingLimits",
+    "request_limit",
+]
+
+#: Room for everything in a request besides an encoded clip: framing, tensor metadata, audio_type, a text batch.
+REQUEST_OVERHEAD_BYTES = 1 << 16
 
 
 class SearchSimilarity(StrEnum):
@@ -39,6 +49,12 @@ class ServingLimits(StrictModel):
     caption_no_repeat_ngram: int = Field(
         3, ge=0, description="no n-gram of tokens twice and no token twice in a row in a caption; 0 = off"
     )
+
+
+def request_limit(limits: ServingLimits) -> int:
+    """The largest legitimate request in bytes, as the proxy enforces it: an encoded clip of ``max_media_bytes`` plus
+    :data:`REQUEST_OVERHEAD_BYTES` (text requests are far smaller; decoded frames beyond it must be sent encoded)."""
+    return limits.max_media_bytes + REQUEST_OVERHEAD_BYTES
 
 
 class BatchingConfig(StrictModel):
