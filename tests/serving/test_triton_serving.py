@@ -340,6 +340,23 @@ def test_client_retries_then_reports_an_unavailable_server() -> None:
     assert 0.15 <= time.perf_counter() - t0 < 10  # 0.05 + 0.1 s of backoff between three attempts
 
 
+def test_only_the_models_that_need_torch_load_it(served: Served) -> None:
+    """torch costs a model process ~0.55 GB: text preprocessing, the encoders, pooling and search run without it."""
+    import psutil
+
+    loaded = {}
+    for p in psutil.Process(served.process.pid).children(recursive=True):
+        if p.name() != "triton_python_backend_stub":
+            continue
+        model = Path(p.cmdline()[1]).parents[1].name  # the first argument: <repository>/<model>/<version>/model.py
+        loaded[model] = any("libtorch_cpu" in m.path for m in p.memory_maps(grouped=True))
+    assert loaded and {m for m, has_torch in loaded.items() if has_torch} == {
+        "media_preprocess",
+        "array_preprocess",
+        "caption_decoder",
+    }, loaded
+
+
 def test_sigterm_stops_the_server_cleanly(served: Served) -> None:
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(90) == 0
