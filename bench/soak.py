@@ -16,11 +16,11 @@ at a third of the run the ``text_encoder`` stub is killed (SIGKILL); at two thir
 RSS of the server's process tree and of Envoy, and Envoy's latency histogram of the server's cluster
 (``/stats/prometheus``, ``envoy_cluster_upstream_rq_time``) from which p50 / p99 per 10 s window are computed.
 
-Errors are attributed: a failed request sent between the kill and the first success of a kind the killed stub
-serves (search, embed_text) belongs to the injected stub death, whatever its kind (healing may restart the whole
-server); the burst's refusals belong to the burst; everything else is "outside the injected faults" and must be
-zero. Writes ``soak.json``, ``soak.md`` and ``soak.png`` to ``--out``; exits 1 when an error happened outside the
-injected faults or the burst was not refused.
+Errors are attributed: a failed request in flight at the kill or sent between it and the first success of a kind
+the killed stub serves (search, embed_text) belongs to the injected stub death, whatever its kind (healing may
+restart the whole server); the burst's refusals belong to the burst; everything else is "outside the injected
+faults" and must be zero. Writes ``soak.json``, ``soak.md`` and ``soak.png`` to ``--out``; exits 1 when an error
+happened outside the injected faults or the burst was not refused.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def analyse(
     fault_end = recovered_t if recovered_t is not None else float("inf")
 
     def in_fault(o: Outcome) -> bool:
-        return kill_t is not None and kill_t <= o.t <= fault_end
+        return kill_t is not None and o.t + o.latency_s >= kill_t and o.t <= fault_end  # in flight at the kill too
 
     errors = [o for o in outcomes if o.status != "OK"]
     outside = [o for o in errors if not in_fault(o)]
@@ -378,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             for th in threads:
                 th.start()
             time.sleep(duration / 3)
+            killing = time.monotonic() - soak.t0
             if kill_stub(server.process.pid, KILLED_MODEL) is not None:  # type: ignore[union-attr]
-                kill_t = time.monotonic() - soak.t0
+                kill_t = killing
             time.sleep(max(0.0, soak.t0 + 2 * duration / 3 - time.monotonic()))
             burst_t = time.monotonic() - soak.t0
             burst = soak.burst(args.burst, int(args.burst_mb * 2**20))
