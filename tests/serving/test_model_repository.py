@@ -90,7 +90,7 @@ def test_local_and_gpu_targets_differ_where_they_should() -> None:
     assert gpu[TEXT_ENCODER].instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     accel = gpu[TEXT_ENCODER].optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accel.name == "tensorrt"
-    for name in ("text_preprocess", "media_preprocess", "catalogue_search", "caption_decoder"):
+    for name in ("text_preprocess", "clip_preprocess", "catalogue_search", "caption_decoder"):
         assert gpu[name].backend == "python" and gpu[name].instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
 
 
@@ -162,3 +162,22 @@ def test_launch_binds_localhost_and_exposes_no_model_control(tmp_path: Path) -> 
     assert "--model-config-name=champion" in cmd
     polling = TritonServer(tmp_path, poll_seconds=5).command(Endpoints("127.0.0.1", 1, 2, 3), tmp_path)
     assert "--model-control-mode=poll" in polling and "--repository-poll-secs=5" in polling
+
+
+def test_one_clip_preprocess_model_takes_either_input_set() -> None:
+    """Encoded and decoded clips share one python model (one torch process): its inputs other than audio_type are
+    optional, and each ensemble maps only its own."""
+    configs = _rendered(Target.LOCAL)
+    clip = configs["clip_preprocess"]
+    assert {i.name: i.optional for i in clip.input} == {
+        "media": True,
+        "raw_frames": True,
+        "waveform": True,
+        "sample_rate": True,
+        "audio_type": False,
+    }
+    first = {name: configs[name].ensemble_scheduling.step[0] for name in ("embed_clip", "caption", "embed_clip_arrays")}
+    assert all(step.model_name == "clip_preprocess" for step in first.values())
+    assert set(first["embed_clip"].input_map) == set(first["caption"].input_map) == {"media", "audio_type"}
+    assert set(first["embed_clip_arrays"].input_map) == {"raw_frames", "waveform", "sample_rate", "audio_type"}
+    assert "media_preprocess" not in configs and "array_preprocess" not in configs

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,11 +23,19 @@ from avlops.preprocessing.params import PreprocessConfig
 from avlops.preprocessing.text import tokenize
 from avlops.serving.bundle import load_model
 from avlops.serving.catalogue import Catalogue
-from avlops.serving.contract import Sizes, Tensors, decode_texts, encode_texts, repository_models
+from avlops.serving.contract import (
+    ARRAY_INPUTS,
+    MEDIA_INPUTS,
+    Sizes,
+    Tensors,
+    decode_texts,
+    encode_texts,
+    repository_models,
+)
 from avlops.serving.handler import InputError
 from avlops.serving.params import SearchSimilarity, ServingLimits
 from avlops.serving.pooling import ClipPool
-from avlops.serving.preprocess import ArrayPreprocess, MediaPreprocess, TextPreprocess
+from avlops.serving.preprocess import ArrayPreprocess, ClipPreprocess, MediaPreprocess, TextPreprocess, part
 from avlops.serving.search import WEIGHT_HEADS, CatalogueArrays, CatalogueSearch
 from avlops.task import Batch, group_features, similarity_matrix
 from avlops.training.checkpoint import latest_checkpoint  # noqa: F401 - the deployment's run layout
@@ -34,6 +44,8 @@ from serving_data import Deployment
 T = Tensors
 SIZES = Sizes(context=16, frames=2, resolution=32, slices=1, mel_bins=64, target_length=128, embed_dim=32)
 SPECS = {m.name: m for m in repository_models(SIZES)}
+MEDIA_SPEC = part(SPECS["clip_preprocess"], MEDIA_INPUTS)
+ARRAY_SPEC = part(SPECS["clip_preprocess"], ARRAY_INPUTS)
 PRE = PreprocessConfig(resolution=32, frames=2, eval_frames=2, target_length=128, sample_rate=16000, audio_slices=1)
 
 
@@ -70,7 +82,7 @@ def test_text_preprocess_tokenizes_like_the_library_and_refuses_bad_text() -> No
 
 
 def test_media_preprocess_gives_the_shard_tensors_of_a_clip(deployment: Deployment) -> None:
-    handler = MediaPreprocess(SPECS["media_preprocess"], PRE, ServingLimits())
+    handler = MediaPreprocess(MEDIA_SPEC, PRE, ServingLimits())
     rec = deployment.records[0]
     (out,) = handler.handle([_media(deployment.media(rec["clip_id"]).read_bytes(), rec["audio_type"])])
     assert isinstance(out, dict), out
@@ -83,7 +95,7 @@ def test_media_preprocess_gives_the_shard_tensors_of_a_clip(deployment: Deployme
 
 
 def test_media_preprocess_refuses_bad_media_and_spares_the_rest(deployment: Deployment, tmp_path: Path) -> None:
-    handler = MediaPreprocess(SPECS["media_preprocess"], PRE, ServingLimits(max_media_bytes=2_000_000))
+    handler = MediaPreprocess(MEDIA_SPEC, PRE, ServingLimits(max_media_bytes=2_000_000))
     good = _media(deployment.media(deployment.records[1]["clip_id"]).read_bytes())
     mp4 = deployment.media(deployment.records[1]["clip_id"]).read_bytes()
     truncated = _media(mp4[: len(mp4) // 3])
@@ -114,14 +126,14 @@ def test_media_preprocess_refuses_a_claimed_sound_track_that_is_missing(deployme
         for _ in range(4):
             out.mux(vs.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")))
         out.mux(vs.encode(None))
-    handler = MediaPreprocess(SPECS["media_preprocess"], PRE, ServingLimits())
+    handler = MediaPreprocess(MEDIA_SPEC, PRE, ServingLimits())
     verbal, unknown = handler.handle([_media(path.read_bytes(), "verbal"), _media(path.read_bytes())])
     assert isinstance(verbal, InputError) and "audio_type is 'verbal'" in str(verbal)
     assert isinstance(unknown, dict) and not unknown[T.AUDIO_MASK].any()  # no sound: the masked placeholder
 
 
 def test_array_preprocess_matches_the_library_and_checks_limits() -> None:
-    handler = ArrayPreprocess(SPECS["array_preprocess"], PRE, ServingLimits(max_raw_frames=8, max_media_seconds=2))
+    handler = ArrayPreprocess(ARRAY_SPEC, PRE, ServingLimits(max_raw_frames=8, max_media_seconds=2))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (5, 40, 48, 3), dtype=np.uint8)
     wave_ = (0.1 * rng.standard_normal(8000)).astype(np.float32)
@@ -235,3 +247,40 @@ def test_every_handler_kind_has_a_builder() -> None:
     from avlops.serving.contract import HandlerKind
 
     assert set(backend._BUILDERS) == set(HandlerKind)
+
+
+def test_clip_preprocess_answers_encoded_and_decoded_clips_each_with_its_part(deployment: Deployment) -> None:
+    handler = ClipPreprocess(SPECS["clip_preprocess"], PRE, ServingLimits())
+    rec = deployment.records[0]
+    media = _media(deployment.media(rec["clip_id"]).read_bytes(), rec["audio_type"])
+    rng = np.random.default_rng(0)
+    arrays = {
+        T.RAW_FRAMES: rng.integers(0, 255, (1, 4, 24, 24, 3), dtype=np.uint8),
+        T.WAVEFORM: rng.standard_normal((1, 16000)).astype(np.float32),
+        T.SAMPLE_RATE: np.array([[16000]], np.int32),
+        T.AUDIO_TYPE: encode_texts(["nonverbal"]),
+    }
+    both = {**media, **{k: v for k, v in arrays.items() if k != T.AUDIO_TYPE}}
+    neither = {T.AUDIO_TYPE: encode_texts(["unknown"])}
+    out = handler.handle([media, arrays, both, neither])
+    assert isinstance(out[0], dict) and isinstance(out[1], dict)
+    (want_media,) = MediaPreprocess(MEDIA_SPEC, PRE, ServingLimits()).handle([media])
+    (want_arrays,) = ArrayPreprocess(ARRAY_SPEC, PRE, ServingLimits()).handle([arrays])
+    for got, want in ((out[0], want_media), (out[1], want_arrays)):
+        assert isinstance(want, dict)
+        for name, value in want.items():
+            np.testing.assert_array_equal(got[name], value)
+    for refused in out[2:]:
+        assert isinstance(refused, InputError) and "either media" in str(refused)
+
+
+def test_versions_registered_before_clip_preprocess_still_load(register: Callable[..., Any]) -> None:
+    """Their media_preprocess and array_preprocess models read the same serving.json: each gets its input set."""
+    from avlops.serving.backend import load_handler
+
+    folder = Path(register().repository) / "models" / "clip_preprocess" / "1"
+    media = load_handler("media_preprocess", folder)
+    arrays = load_handler("array_preprocess", folder)
+    assert isinstance(media, MediaPreprocess) and [s.name for s in media.spec.inputs] == list(MEDIA_INPUTS)
+    assert isinstance(arrays, ArrayPreprocess) and [s.name for s in arrays.spec.inputs] == list(ARRAY_INPUTS)
+    assert isinstance(load_handler("clip_preprocess", folder), ClipPreprocess)

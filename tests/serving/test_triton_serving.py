@@ -341,7 +341,8 @@ def test_client_retries_then_reports_an_unavailable_server() -> None:
 
 
 def test_only_the_models_that_need_torch_load_it(served: Served) -> None:
-    """torch costs a model process ~0.55 GB: text preprocessing, the encoders, pooling and search run without it."""
+    """torch costs a model process ~0.55 GB: text preprocessing, the encoders, pooling and search run without it, and
+    encoded and decoded clips share one preprocessing process."""
     import psutil
 
     loaded = {}
@@ -350,11 +351,9 @@ def test_only_the_models_that_need_torch_load_it(served: Served) -> None:
             continue
         model = Path(p.cmdline()[1]).parents[1].name  # the first argument: <repository>/<model>/<version>/model.py
         loaded[model] = any("libtorch_cpu" in m.path for m in p.memory_maps(grouped=True))
-    assert loaded and {m for m, has_torch in loaded.items() if has_torch} == {
-        "media_preprocess",
-        "array_preprocess",
-        "caption_decoder",
-    }, loaded
+    assert loaded and {m for m, has_torch in loaded.items() if has_torch} == {"clip_preprocess", "caption_decoder"}, (
+        loaded
+    )
 
 
 def test_sigterm_stops_the_server_cleanly(served: Served) -> None:

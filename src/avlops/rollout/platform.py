@@ -29,7 +29,7 @@ from avlops.monitoring.prometheus import (
 from avlops.rollout.daemon import Daemon
 from avlops.rollout.envoy import DEFAULT_MAX_REQUEST_BYTES, SLOTS, EnvoyProxy, Upstream
 from avlops.serving.bundle import ServingBundle
-from avlops.serving.contract import MEDIA_PREPROCESS
+from avlops.serving.contract import TEXT_PREPROCESS
 from avlops.serving.params import request_limit
 from avlops.serving.server import TritonServer, free_port
 
@@ -164,7 +164,7 @@ def load(workdir: Path) -> Platform:
 
 def version_request_limit(registry: Path, version: int) -> int:
     """The largest legitimate request to ``version`` of ``registry`` (its recorded limits, :func:`request_limit`)."""
-    folder = Path(registry) / "models" / MEDIA_PREPROCESS / str(version)
+    folder = Path(registry) / "models" / TEXT_PREPROCESS / str(version)  # every python model holds serving.json
     try:
         return request_limit(ServingBundle.read(folder).limits_config())
     except (OSError, ValueError) as err:

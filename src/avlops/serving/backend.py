@@ -17,13 +17,14 @@ import importlib
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avlops.serving.bundle import CATALOGUE_NAME, DECODER_STEP_NAME, ONNX_NAME, WEIGHTS_NAME, ServingBundle, load_model
-from avlops.serving.contract import HandlerKind, ModelSpec
+from avlops.serving.contract import CLIP_PREPROCESS, LEGACY_MODELS, HandlerKind, ModelSpec, input_set
 from avlops.serving.handler import Arrays, Handler, InputError, Outcome
 
 __all__ = ["TritonPythonModel", "load_handler"]
@@ -32,7 +33,12 @@ __all__ = ["TritonPythonModel", "load_handler"]
 def load_handler(model_name: str, folder: Path) -> Handler:
     """The handler of ``model_name`` for the version folder ``folder`` (reads its ``serving.json``)."""
     bundle = ServingBundle.read(folder)
-    spec = bundle.contract()[model_name]
+    contract = bundle.contract()
+    if model_name in LEGACY_MODELS and model_name not in contract:  # a version registered before clip_preprocess
+        names, kind = LEGACY_MODELS[model_name]
+        spec = replace(input_set(contract[CLIP_PREPROCESS], names, model_name), handler=kind)
+    else:
+        spec = contract[model_name]
     if spec.handler is None:
         raise ValueError(f"{model_name}: not a python-backend model (no handler kind)")
     return _BUILDERS[spec.handler](spec, bundle, folder)
@@ -50,6 +56,12 @@ def _text_preprocess(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Ha
     from avlops.serving.text import TextPreprocess
 
     return TextPreprocess(spec, bundle.sizes.context, bundle.limits_config())
+
+
+def _clip_preprocess(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
+    from avlops.serving.preprocess import ClipPreprocess
+
+    return ClipPreprocess(spec, bundle.preprocess_config(), bundle.limits_config())
 
 
 def _media_preprocess(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Handler:
@@ -95,6 +107,7 @@ def _caption_decoder(spec: ModelSpec, bundle: ServingBundle, folder: Path) -> Ha
 _BUILDERS: dict[HandlerKind, Callable[[ModelSpec, ServingBundle, Path], Handler]] = {
     HandlerKind.ONNX_ENCODER: _onnx_encoder,
     HandlerKind.TEXT_PREPROCESS: _text_preprocess,
+    HandlerKind.CLIP_PREPROCESS: _clip_preprocess,
     HandlerKind.MEDIA_PREPROCESS: _media_preprocess,
     HandlerKind.ARRAY_PREPROCESS: _array_preprocess,
     HandlerKind.CLIP_POOL: _clip_pool,

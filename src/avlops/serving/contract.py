@@ -10,20 +10,21 @@ variable axis. The models, in the order data flows::
 
     text -> text_preprocess -> tokens -> text_encoder -> token_feats, token_mask, text_embed -> catalogue_search
                                                                                     -> clip_ids, scores
-    media -> media_preprocess ----------+
+    media -> clip_preprocess -----------+
     raw_frames, waveform, sample_rate   +-> frames, video_mask -> video_encoder -> video_feats --+-> clip_pool
-      -> array_preprocess --------------+-> fbank, type_weight -> audio_encoder -> audio_feats --+   -> tv/ta/tav_embed
+      -> clip_preprocess ---------------+-> fbank, type_weight -> audio_encoder -> audio_feats --+   -> tv/ta/tav_embed
                                          (and audio_mask)                                        +-> caption_decoder
                                                                                                      -> caption
 
-Ensembles (the client-facing models) wire them: ``embed_text``, ``embed_clip`` (encoded media bytes),
+``clip_preprocess`` takes either input set (the others are optional inputs), so one process decodes both kinds of
+clip. Ensembles (the client-facing models) wire them: ``embed_text``, ``embed_clip`` (encoded media bytes),
 ``embed_clip_arrays`` (decoded frames + waveform), ``search`` (text → top-k clips) and ``caption`` (media → caption).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 
 import numpy as np
@@ -31,16 +32,17 @@ import numpy as np
 from avlops.serving.params import BatchingConfig
 
 __all__ = [
-    "ARRAY_PREPROCESS",
+    "ARRAY_INPUTS",
     "AUDIO_ENCODER",
     "CAPTION",
     "CAPTION_DECODER",
     "CATALOGUE_SEARCH",
     "CLIP_POOL",
+    "CLIP_PREPROCESS",
     "EMBED_CLIP",
     "EMBED_CLIP_ARRAYS",
     "EMBED_TEXT",
-    "MEDIA_PREPROCESS",
+    "MEDIA_INPUTS",
     "SEARCH",
     "TEXT_ENCODER",
     "TEXT_PREPROCESS",
@@ -55,6 +57,7 @@ __all__ = [
     "Tensors",
     "decode_texts",
     "encode_texts",
+    "input_set",
     "repository_models",
     "tensor_dtypes",
 ]
@@ -98,6 +101,7 @@ class TensorSpec:
     dims: tuple[int, ...]
     reshape: tuple[int, ...] | None = None
     ragged: bool = False
+    optional: bool = False  # an input a request may leave out (the model serves either of two input sets)
 
     def item_shape(self) -> tuple[int, ...]:
         """The per-item shape a handler works with (after ``reshape``)."""
@@ -121,7 +125,8 @@ class HandlerKind(StrEnum):
     ``avlops.handler`` parameter); :func:`avlops.serving.backend.load_handler` builds each from a table."""
 
     TEXT_PREPROCESS = "text_preprocess"
-    MEDIA_PREPROCESS = "media_preprocess"
+    CLIP_PREPROCESS = "clip_preprocess"  # encoded and decoded clips in one process (torch is imported once)
+    MEDIA_PREPROCESS = "media_preprocess"  # versions registered before clip_preprocess
     ARRAY_PREPROCESS = "array_preprocess"
     ONNX_ENCODER = "onnx_encoder"  # an exported encoder run by onnxruntime (the local server's runtime for ONNX)
     CLIP_POOL = "clip_pool"
@@ -182,8 +187,7 @@ class Sizes:
 
 # ------------------------------------------------------------------------------------------ model names
 TEXT_PREPROCESS = "text_preprocess"
-MEDIA_PREPROCESS = "media_preprocess"
-ARRAY_PREPROCESS = "array_preprocess"
+CLIP_PREPROCESS = "clip_preprocess"
 TEXT_ENCODER = "text_encoder"
 VIDEO_ENCODER = "video_encoder"
 AUDIO_ENCODER = "audio_encoder"
@@ -287,12 +291,13 @@ def tensor_dtypes() -> dict[str, DType]:
     return {name: spec.dtype for name, spec in _tensors(Sizes(1, 1, 1, 1, 1, 1, 1)).items()}
 
 
-def _same(model: ModelSpec, rename: Mapping[str, str] | None = None) -> Step:
-    """A step whose tensors keep their names in the ensemble (``rename`` maps the exceptions)."""
+def _same(model: ModelSpec, rename: Mapping[str, str] | None = None, inputs: tuple[str, ...] | None = None) -> Step:
+    """A step whose tensors keep their names in the ensemble (``rename`` maps the exceptions; ``inputs``: only these
+    of the model's inputs, the others being optional)."""
     r = dict(rename or {})
     return Step(
         model.name,
-        tuple((x.name, r.get(x.name, x.name)) for x in model.inputs),
+        tuple((x.name, r.get(x.name, x.name)) for x in model.inputs if inputs is None or x.name in inputs),
         tuple((x.name, r.get(x.name, x.name)) for x in model.outputs),
     )
 
@@ -319,11 +324,12 @@ class _Builder:
         *,
         handler: HandlerKind,
         instances: int = 1,
+        optional: tuple[str, ...] = (),
     ) -> ModelSpec:
         return ModelSpec(
             name,
             runtime,
-            self.specs(*inputs),
+            tuple(replace(s, optional=True) if s.name in optional else s for s in self.specs(*inputs)),
             self.specs(*outputs),
             description,
             self.batching.max_batch_size,
@@ -347,6 +353,13 @@ class _Builder:
         )
 
 
+def input_set(spec: ModelSpec, names: Sequence[str], name: str | None = None) -> ModelSpec:
+    """``spec`` with only the inputs ``names``, each required (one of clip_preprocess's input sets); ``name`` renames
+    it (a version registered before clip_preprocess serves the sets as media_preprocess and array_preprocess)."""
+    inputs = tuple(replace(spec.input(n), optional=False) for n in names)
+    return replace(spec, name=name or spec.name, inputs=inputs)
+
+
 def repository_models(sizes: Sizes, batching: BatchingConfig | None = None) -> tuple[ModelSpec, ...]:
     """Every model of the repository for a model of these ``sizes``: composing models first, then ensembles."""
     b = _Builder(sizes, batching or BatchingConfig())
@@ -354,8 +367,17 @@ def repository_models(sizes: Sizes, batching: BatchingConfig | None = None) -> t
     return (*composing, *_ensembles(b, {m.name: m for m in composing}))
 
 
+#: What clip_preprocess reads from an encoded clip, and from a decoded one.
+MEDIA_INPUTS = (Tensors.MEDIA, Tensors.AUDIO_TYPE)
+ARRAY_INPUTS = (Tensors.RAW_FRAMES, Tensors.WAVEFORM, Tensors.SAMPLE_RATE, Tensors.AUDIO_TYPE)
 _CLIP_INPUTS = (Tensors.FRAMES, Tensors.VIDEO_MASK, Tensors.FBANK, Tensors.AUDIO_MASK, Tensors.TYPE_WEIGHT)
 _FEATURES = (Tensors.VIDEO_FEATS, Tensors.VIDEO_MASK, Tensors.AUDIO_FEATS, Tensors.AUDIO_MASK)
+
+#: Models of versions registered before clip_preprocess: name -> (their input set, their handler)
+LEGACY_MODELS = {
+    "media_preprocess": (MEDIA_INPUTS, HandlerKind.MEDIA_PREPROCESS),
+    "array_preprocess": (ARRAY_INPUTS, HandlerKind.ARRAY_PREPROCESS),
+}
 
 
 def _preprocess_models(b: _Builder) -> tuple[ModelSpec, ...]:
@@ -372,22 +394,15 @@ def _preprocess_models(b: _Builder) -> tuple[ModelSpec, ...]:
             instances=n,
         ),
         b.model(
-            MEDIA_PREPROCESS,
+            CLIP_PREPROCESS,
             Runtime.PYTHON,
-            (t.MEDIA, t.AUDIO_TYPE),
+            (t.MEDIA, t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE, t.AUDIO_TYPE),
             _CLIP_INPUTS,
-            "an encoded clip -> frames and fbank slices (avlops.preprocessing.clip.preprocess_clip)",
-            handler=HandlerKind.MEDIA_PREPROCESS,
+            "an encoded clip (media) or decoded RGB frames + waveform -> frames and fbank slices "
+            "(avlops.preprocessing.clip.preprocess_clip / preprocess_arrays)",
+            handler=HandlerKind.CLIP_PREPROCESS,
             instances=n,
-        ),
-        b.model(
-            ARRAY_PREPROCESS,
-            Runtime.PYTHON,
-            (t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE, t.AUDIO_TYPE),
-            _CLIP_INPUTS,
-            "decoded RGB frames + waveform -> frames and fbank slices (avlops.preprocessing.clip.preprocess_arrays)",
-            handler=HandlerKind.ARRAY_PREPROCESS,
-            instances=n,
+            optional=(t.MEDIA, t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE),
         ),
     )
 
@@ -478,14 +493,14 @@ def _ensembles(b: _Builder, m: Mapping[str, ModelSpec]) -> tuple[ModelSpec, ...]
             EMBED_CLIP,
             (t.MEDIA, t.AUDIO_TYPE),
             embed_clip_outputs,
-            (_same(m[MEDIA_PREPROCESS]), *clip_steps, _same(m[CLIP_POOL])),
+            (_same(m[CLIP_PREPROCESS], inputs=MEDIA_INPUTS), *clip_steps, _same(m[CLIP_POOL])),
             "encoded clip -> embedding per modality group, and frame / audio-slice features",
         ),
         b.ensemble(
             EMBED_CLIP_ARRAYS,
             (t.RAW_FRAMES, t.WAVEFORM, t.SAMPLE_RATE, t.AUDIO_TYPE),
             embed_clip_outputs,
-            (_same(m[ARRAY_PREPROCESS]), *clip_steps, _same(m[CLIP_POOL])),
+            (_same(m[CLIP_PREPROCESS], inputs=ARRAY_INPUTS), *clip_steps, _same(m[CLIP_POOL])),
             "decoded frames + waveform -> embedding per modality group, and frame / audio-slice features",
         ),
         b.ensemble(
@@ -499,7 +514,7 @@ def _ensembles(b: _Builder, m: Mapping[str, ModelSpec]) -> tuple[ModelSpec, ...]
             CAPTION,
             (t.MEDIA, t.AUDIO_TYPE),
             (t.CAPTION, t.CAPTION_TOKENS),
-            (_same(m[MEDIA_PREPROCESS]), *clip_steps, _same(m[CAPTION_DECODER])),
+            (_same(m[CLIP_PREPROCESS], inputs=MEDIA_INPUTS), *clip_steps, _same(m[CAPTION_DECODER])),
             "encoded clip -> a caption (beam search)",
         ),
     )

@@ -98,13 +98,14 @@ class Handler(ABC):
             return err
 
     def _check_contract(self, request: Arrays) -> None:
-        missing = [s.name for s in self.spec.inputs if s.name not in request]
+        missing = [s.name for s in self.spec.inputs if s.name not in request and not s.optional]
         if missing:
             raise InputError(f"{self.spec.name}: missing input(s) {missing}")
-        sizes = {int(request[s.name].shape[0]) for s in self.spec.inputs if request[s.name].ndim}
+        present = [s for s in self.spec.inputs if s.name in request]
+        sizes = {int(request[s.name].shape[0]) for s in present if request[s.name].ndim}
         if len(sizes) > 1:
             raise InputError(f"{self.spec.name}: inputs disagree on the batch size {sorted(sizes)}")
         if sizes and (n := sizes.pop()) > self.spec.max_batch_size:
             raise InputError(f"{self.spec.name}: batch of {n} exceeds max_batch_size {self.spec.max_batch_size}")
-        for spec in self.spec.inputs:
+        for spec in present:
             _check_tensor(spec, request[spec.name], self.spec.name)

@@ -64,6 +64,8 @@ def _tensor(message: pb.ModelInput | pb.ModelOutput, spec: TensorSpec) -> None:
         message.reshape.shape.extend(spec.reshape)
     if spec.ragged and isinstance(message, pb.ModelInput):
         message.allow_ragged_batch = True
+    if spec.optional and isinstance(message, pb.ModelInput):
+        message.optional = True
 
 
 def _instances(cfg: pb.ModelConfig, kind: str, count: int) -> None:

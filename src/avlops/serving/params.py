@@ -39,7 +39,7 @@ class ServingLimits(StrictModel):
     max_text_chars: int = Field(1000, ge=1, description="the dataset contract's caption limit")
     max_media_bytes: int = Field(64 * 2**20, ge=1, description="an encoded clip's size")
     max_media_seconds: float = Field(120.0, gt=0, description="a clip's (or a waveform's) duration")
-    max_raw_frames: int = Field(2000, ge=1, description="decoded frames sent to array_preprocess")
+    max_raw_frames: int = Field(2000, ge=1, description="decoded frames sent to embed_clip_arrays")
     max_frame_side: int = Field(4096, ge=8, description="height and width of decoded frames")
     max_top_k: int = Field(100, ge=1)
     caption_max_len: int = Field(30, ge=2, description="tokens per caption, SOT and EOT included")

@@ -5,6 +5,7 @@
   ``avlops.preprocessing.clip.preprocess_clip``, the very function that wrote the training shards, with its
   bad-input policy (undecodable, truncated or zero-length media, a claimed sound track that is missing).
 * :class:`ArrayPreprocess`: decoded RGB frames and a waveform → the same tensors through ``preprocess_arrays``.
+* :class:`ClipPreprocess` (the served ``clip_preprocess``): either of the two above per request, in one process.
 
 Every limit of :class:`~avlops.serving.params.ServingLimits` is checked before decoding starts, so a 10-minute clip or
 a huge upload costs a header read, not a decode. Evaluation-style sampling (middle frames and slices), as the
@@ -26,12 +27,21 @@ from avlops.data.schema import AudioType, ClipRecord, MediaPathError, Split
 from avlops.models.vla import audio_type_weight
 from avlops.preprocessing.clip import ClipError, preprocess_arrays, preprocess_clip
 from avlops.preprocessing.params import PreprocessConfig
-from avlops.serving.contract import ModelSpec, Tensors
-from avlops.serving.handler import Arrays, Handler, InputError, text_items
+from avlops.serving.contract import ARRAY_INPUTS, MEDIA_INPUTS, ModelSpec, Tensors
+from avlops.serving.contract import input_set as part
+from avlops.serving.handler import Arrays, Handler, InputError, Outcome, text_items
 from avlops.serving.params import ServingLimits
 from avlops.serving.text import TextPreprocess, clean_text
 
-__all__ = ["ArrayPreprocess", "MediaPreprocess", "TextPreprocess", "clean_text", "type_weights"]
+__all__ = [
+    "ArrayPreprocess",
+    "ClipPreprocess",
+    "MediaPreprocess",
+    "TextPreprocess",
+    "clean_text",
+    "part",
+    "type_weights",
+]
 
 _T = Tensors
 # /dev/shm keeps request media in memory; the library's decoders read paths
@@ -170,3 +180,42 @@ class ArrayPreprocess(Handler):
             ]
             out.append(_clip_outputs(items, type_weights(request[_T.AUDIO_TYPE])))
         return out
+
+
+class ClipPreprocess(Handler):
+    """``clip_preprocess``: an encoded clip (``media``, :class:`MediaPreprocess`) or a decoded one (``raw_frames``,
+    ``waveform``, ``sample_rate``, :class:`ArrayPreprocess`) per request. One model for both, so the server has one
+    process importing torch, torchaudio and PyAV for clips instead of two (~0.55 GB each; bench/results/startup.md)."""
+
+    def __init__(self, spec: ModelSpec, cfg: PreprocessConfig, limits: ServingLimits) -> None:
+        super().__init__(spec)
+        self.media = MediaPreprocess(part(spec, MEDIA_INPUTS), cfg, limits)
+        self.arrays = ArrayPreprocess(part(spec, ARRAY_INPUTS), cfg, limits)
+
+    def _part(self, request: Arrays) -> Handler:
+        has_media = _T.MEDIA in request
+        has_arrays = any(n in request for n in ARRAY_INPUTS if n != _T.AUDIO_TYPE)
+        if has_media == has_arrays:
+            raise InputError(
+                f"{self.spec.name}: send either media (an encoded clip) or raw_frames, waveform and sample_rate"
+            )
+        return self.media if has_media else self.arrays
+
+    def handle(self, requests: Sequence[Arrays]) -> list[Outcome]:
+        """Each request answered by the part its inputs choose (each part checks its own contract)."""
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        groups: dict[int, tuple[Handler, list[int]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                handler = self._part(request)
+            except InputError as err:
+                outcomes[i] = err
+                continue
+            groups.setdefault(id(handler), (handler, []))[1].append(i)
+        for handler, rows in groups.values():
+            for i, outcome in zip(rows, handler.handle([requests[i] for i in rows]), strict=True):
+                outcomes[i] = outcome
+        return [o if o is not None else InputError("not answered") for o in outcomes]
+
+    def run(self, requests: Sequence[Arrays]) -> list[Arrays]:
+        return [self._part(r).run([r])[0] for r in requests]
