@@ -9,9 +9,9 @@ start-up and memory do not depend on the weights), registered into a temporary r
 Two layouts of the same repository, in alternating rounds of the same run:
 
 - ``lean``: this tree's handlers (text preprocessing, encoders, clip pooling and catalogue search without torch);
-- ``baseline``: the handlers of ``--baseline-rev`` (every model process imports torch): its ``src/`` exported with
-  ``git archive``, and a copy of the repository whose ``model.py`` files put that tree first on ``sys.path``. The
-  other registered files are the same.
+- ``baseline``: the code of ``--baseline-rev`` (every model process imports torch; separate media and array
+  preprocessing): its ``src/`` exported with ``git archive`` registers the same checkpoint, catalogue and settings
+  into a second repository whose ``model.py`` files put that tree first on ``sys.path``.
 
 Per round: seconds from launching ``tritonserver`` to the first ready answer of each of two pollers running side by
 side — ``fresh`` (what ``TritonServer.start`` does now: ``GET /v2/health/ready`` on a new connection every 0.1 s) and
@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -93,12 +92,29 @@ def random_repository(tmp: Path, model_name: str, limits: dict[str, Any] | None 
     repository = tmp / "registry"
     cfg_register = RegisterConfig.model_validate({"repository": str(repository), "limits": limits or {}})
     register_model(checkpoint, eval_dir, catalogue, cfg_register, preprocess=pre)
+    inputs = {"checkpoint": str(checkpoint), "eval_dir": str(eval_dir), "catalogue": str(catalogue)}
+    inputs["preprocess"] = pre.model_dump(mode="json", exclude_defaults=True)
+    (tmp / "inputs.json").write_text(json.dumps(inputs), encoding="utf-8")  # what baseline_repository registers again
     return repository
 
 
+_REGISTER = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from avlops.preprocessing.params import PreprocessConfig
+from avlops.registry.params import RegisterConfig
+from avlops.registry.register import register_model
+a = json.loads(Path(sys.argv[2]).read_text())
+cfg = RegisterConfig.model_validate({"repository": sys.argv[3]})
+pre = PreprocessConfig.model_validate(a["preprocess"])
+register_model(Path(a["checkpoint"]), Path(a["eval_dir"]), Path(a["catalogue"]), cfg, preprocess=pre)
+"""
+
+
 def baseline_repository(repository: Path, rev: str, dest: Path) -> Path:
-    """A copy of ``repository`` whose python models run the handlers of ``rev``: its ``src/`` (git archive) under
-    ``dest``, and each version's ``model.py`` putting that tree first on ``sys.path`` before importing avlops."""
+    """The same inputs registered by ``rev``'s code (its ``src/``, git archive, under ``dest``), each version's
+    ``model.py`` putting that tree first on ``sys.path`` before importing avlops: the server runs ``rev``'s handlers."""
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "src"], check=True, capture_output=True
     ).stdout
@@ -106,11 +122,12 @@ def baseline_repository(repository: Path, rev: str, dest: Path) -> Path:
     tar_path.write_bytes(archive)
     with tarfile.open(tar_path) as tar:
         tar.extractall(dest, filter="data")
-    copy = dest / "registry"
-    shutil.copytree(repository, copy, symlinks=True)
+    src, copy = dest / "src", dest / "registry"
+    inputs = repository.parent / "inputs.json"
+    subprocess.run([sys.executable, "-c", _REGISTER, str(src), str(inputs), str(copy)], check=True, cwd=dest)
     for model_py in (copy / "models").glob("*/*/model.py"):
         text = model_py.read_text(encoding="utf-8")
-        model_py.write_text(f"import sys\nsys.path.insert(0, {str(dest / 'src')!r})\n" + text, encoding="utf-8")
+        model_py.write_text(f"import sys\nsys.path.insert(0, {str(src)!r})\n" + text, encoding="utf-8")
     return copy
 
 
