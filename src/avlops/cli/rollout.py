@@ -142,16 +142,9 @@ def _drive(args: argparse.Namespace) -> int:
     from avlops.rollout.controller import RolloutPhase, dump
 
     if args.detach:
-        from avlops.rollout.daemon import Daemon
+        from avlops.rollout.controller import run_detached
 
-        cmd = [sys.executable, "-m", "avlops", "rollout", "resume", "--workdir", str(args.workdir)]
-        if getattr(args, "golden", None) is not None:
-            cmd += ["--golden", str(args.golden)]
-        daemon = Daemon(args.workdir / "rollout", "controller")
-        deadline = time.monotonic() + 30
-        while daemon.pid() is not None and time.monotonic() < deadline:  # the last rollout's controller is exiting
-            time.sleep(0.1)
-        daemon.start(cmd, lambda: True)
+        run_detached(args.workdir, getattr(args, "golden", None))
         print(f"controller running in the background; avlops rollout status --workdir {args.workdir}")
         return ExitCode.OK
     state = _controller(args).run()
@@ -197,7 +190,7 @@ def _current(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _status(args: argparse.Namespace) -> int:
-    from avlops.rollout.controller import state_summary
+    from avlops.rollout.controller import TERMINAL, state_summary
     from avlops.rollout.platform import PlatformError
 
     try:
@@ -225,7 +218,10 @@ def _status(args: argparse.Namespace) -> int:
             values = ", ".join("/".join(f"{v:.4g}" for v in vs) or "-" for vs in m["values"])
             print(f"    {name}: {m['phase']} [{values}]")
     pid = summary["controller_pid"]
-    print(f"  controller running (pid {pid})" if pid else "  controller not running (avlops rollout resume)")
+    if pid:
+        print(f"  controller running (pid {pid})")
+    elif state.phase not in TERMINAL:
+        print("  controller not running (avlops rollout resume)")
     for line in summary["events"]:
         print(f"  {line}")
     return ExitCode.OK

@@ -47,7 +47,15 @@ from avlops.rollout.envoy import EnvoyError
 from avlops.rollout.platform import Platform, load
 from avlops.rollout.spec import Metric, Phase, RolloutSpec, render_query
 
-__all__ = ["Controller", "RolloutError", "RolloutPhase", "RolloutState", "prometheus_provider"]
+__all__ = [
+    "Controller",
+    "RolloutError",
+    "RolloutPhase",
+    "RolloutState",
+    "prometheus_provider",
+    "rollable",
+    "run_detached",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +105,37 @@ class RolloutState(BaseModel):
 
     def current_runs(self) -> list[AnalysisRun]:
         return [r for r in self.runs if r.step == self.step]
+
+
+def rollable(registry: Registry, ref: str | int) -> int:
+    """The version ``ref`` names, when it may be rolled out: registered, blessed, and not failed in a rollout before."""
+    try:
+        version = registry.resolve(ref)
+    except RegistryError as err:
+        raise RolloutError(str(err)) from err
+    if not registry.blessed(version):
+        raise RolloutError(f"version {version} is not blessed by its evaluation: it cannot be rolled out")
+    status = registry.status(version)
+    if status.get("status") == "failed":
+        raise RolloutError(f"version {version} failed a rollout before: {'; '.join(status.get('reasons', []))}")
+    return version
+
+
+def run_detached(workdir: Path, golden: Path | None = None, *, wait_s: float = 30.0) -> int:
+    """Run the current rollout's controller in the background (``avlops rollout resume`` in its own session, so it
+    outlives the caller: a shell, or a pipeline task); ``golden``: the probe's manifest. Returns its pid."""
+    import sys
+
+    from avlops.rollout.daemon import Daemon
+
+    cmd = [sys.executable, "-m", "avlops", "rollout", "resume", "--workdir", str(workdir)]
+    if golden is not None:
+        cmd += ["--golden", str(golden)]
+    daemon = Daemon(Path(workdir) / "rollout", "controller")
+    deadline = time.monotonic() + wait_s
+    while daemon.pid() is not None and time.monotonic() < deadline:  # the last rollout's controller is exiting
+        time.sleep(0.1)
+    return daemon.start(cmd, lambda: True)
 
 
 def prometheus_provider(url: str) -> Provider:
@@ -216,16 +255,7 @@ class Controller:
                 f"rollout {current.id} of version {current.version} is {current.phase.value}: "
                 "promote or abort it first (avlops rollout status)"
             )
-        registry = Registry(Path(self.platform.registry))
-        try:
-            version = registry.resolve(ref)
-        except RegistryError as err:
-            raise RolloutError(str(err)) from err
-        if not registry.blessed(version):
-            raise RolloutError(f"version {version} is not blessed by its evaluation: it cannot be rolled out")
-        status = registry.status(version)
-        if status.get("status") == "failed":
-            raise RolloutError(f"version {version} failed a rollout before: {'; '.join(status.get('reasons', []))}")
+        version = rollable(Registry(Path(self.platform.registry)), ref)
         stable_slot = self.platform.slot_of("stable")
         if stable_slot is None:
             raise RolloutError("the platform serves no stable version")
@@ -254,18 +284,22 @@ class Controller:
             from avlops.rollout.daemon import process_start_time
 
             me = {"pid": os.getpid(), "start": process_start_time(os.getpid())}
-            (self.dir / "controller.json").write_text(json.dumps(me))
-            while True:
-                state = self.state()
-                if state is None:
-                    raise RolloutError("no rollout to run (avlops rollout start VERSION)")
-                if state.phase in TERMINAL or (stop_when is not None and stop_when(state)):
-                    return state
-                self.tick(state)
-                state = self.state()
-                assert state is not None
-                if state.phase not in TERMINAL:
-                    time.sleep(self._sleep_for(state))
+            running = self.dir / "controller.json"
+            running.write_text(json.dumps(me))
+            try:
+                while True:
+                    state = self.state()
+                    if state is None:
+                        raise RolloutError("no rollout to run (avlops rollout start VERSION)")
+                    if state.phase in TERMINAL or (stop_when is not None and stop_when(state)):
+                        return state
+                    self.tick(state)
+                    state = self.state()
+                    assert state is not None
+                    if state.phase not in TERMINAL:
+                        time.sleep(self._sleep_for(state))
+            finally:  # this process no longer drives the rollout (it may live on: a benchmark, a test)
+                running.unlink(missing_ok=True)
 
     def _sleep_for(self, state: RolloutState) -> float:
         wake = [time.time() + self.tick_s]
