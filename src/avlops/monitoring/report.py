@@ -82,6 +82,7 @@ def render_report(
             ax.legend(loc="best", fontsize=8)
         _mark_events(ax, state, start)
         ax.set_title(panel.title)
+        ax.set_xlim(0, end - start)
         ax.set_xlabel("seconds")
         ax.set_ylabel(panel.unit)
         ax.grid(alpha=0.3)
@@ -91,7 +92,7 @@ def render_report(
         plt.close(fig)
         files.append(path)
     if state is not None:
-        files.append(_verdicts(state, out / "verdicts.png", start))
+        files.append(_verdicts(state, out / "verdicts.png", start, end))
     return files
 
 
@@ -103,7 +104,7 @@ def _mark_events(ax: Any, state: Any | None, start: float) -> None:
             ax.axvline(event.at - start, color="grey", linestyle=":", linewidth=1)
 
 
-def _verdicts(state: Any, path: Path, start: float) -> Path:
+def _verdicts(state: Any, path: Path, start: float, end: float) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [(f"{r.template}/{m.name} (step {r.step})", m) for r in state.runs for m in r.metrics]
@@ -114,13 +115,14 @@ def _verdicts(state: Any, path: Path, start: float) -> Path:
         ax.text(1.01, y, metric.phase.value, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     ax.set_xlabel("seconds")
+    ax.set_xlim(0, end - start)  # the panels' time axis, so the plots read side by side
     ax.set_title(f"rollout {state.id}: version {state.version} over {state.stable_version}: {state.phase.value}")
     for phase, colour in _COLOURS.items():
         ax.scatter([], [], color=colour, label=phase)
-    ax.legend(loc="lower left", fontsize=7, ncol=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7, ncol=4, frameon=False)  # under the axis
     _mark_events(ax, state, start)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
