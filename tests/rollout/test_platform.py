@@ -339,3 +339,77 @@ def test_envoy_dying_mid_rollout_is_restarted_with_the_rollouts_weights_and_a_pa
     assert state.reasons == ["aborted by request"]
     assert envoy.weights()[state.canary_slot] == 0
     assert registry.status(version)["reasons"] == ["aborted by request"]
+
+
+def test_the_pipeline_deploy_step_starts_a_rollout_of_the_version_it_registered(
+    world: World, deployment: Deployment, tmp_path: Path
+) -> None:
+    """The KFP ``deploy`` component in rollout mode (its Python function, as the pipeline calls it) on this real
+    platform: it starts a real rollout and returns its id and phase; a retry reports the same rollout; no platform,
+    another registry, another version's rollout under way and a failed version are refused with what to do; the
+    kubernetes target renders the Argo Rollout update, which validates offline."""
+    from kfp import dsl
+
+    from avlops.flow.steps import StepFailed
+    from components.deploy import deploy
+    from k8s_manifests import validate_overlay
+
+    held = tmp_path / "held.yaml"
+    held.write_text(yaml.safe_dump({"strategy": {"canary": {"steps": [{"setWeight": 30}, {"pause": {}}]}}}))
+    cfg = RegisterConfig.model_validate({"repository": str(world.registry)})
+    version = register_model(
+        deployment.checkpoint, deployment.eval_dir, deployment.catalogue, cfg, data_dir=deployment.data
+    ).version
+    dataset = dsl.Dataset(name="dataset", uri=str(deployment.manifest.parent), metadata={})
+    calls = iter(range(100))
+
+    def hand_off(v: int, config: dict[str, object], repository: Path = world.registry) -> tuple[str, str, str, Path]:
+        n = next(calls)
+        answers = dsl.Markdown(name="answers", uri=str(tmp_path / f"answers-{n}"), metadata={})
+        manifests = dsl.Artifact(name="manifests", uri=str(tmp_path / f"manifests-{n}"), metadata={})
+        out = deploy.python_func(
+            repository=str(repository), version=v, dataset=dataset, config=config, workspace="", answers=answers,
+            manifests=manifests,
+        )  # fmt: skip
+        assert answers.metadata["rollout_id"] == out[1] and answers.metadata["rollout_phase"] == out[2]
+        return out[0], out[1], Path(answers.path).read_text(), Path(manifests.path)
+
+    rollout = {"mode": "rollout", "workdir": str(world.workdir), "spec": str(held)}
+    with pytest.raises(StepFailed, match=r"no rollout platform is up in .*: start one .*avlops rollout up --repo"):
+        hand_off(version, {**rollout, "workdir": str(tmp_path / "nothing")})
+    with pytest.raises(StepFailed, match=r"serves registry .* but the pipeline registered version"):
+        hand_off(version, rollout, repository=tmp_path / "other-registry")
+    assert world.state() is not None and world.state().version != version  # type: ignore[union-attr]
+
+    caption, rollout_id, page, manifests = hand_off(version, rollout)
+    state = world.state()
+    assert state is not None and state.id == rollout_id and state.version == version
+    assert caption == "" and f"Rollout `{rollout_id}`" in page and "**Progressing**" in page
+    assert "golden-query probe" in page and str(deployment.manifest) in page
+    docs = validate_overlay(manifests / "overlays" / "cpu")  # what a cluster would apply for the same hand-off
+    (argo,) = [d for d in docs if d["kind"] == "Rollout"]
+    assert argo["spec"]["template"]["spec"]["containers"][0]["image"] == f"avlops-triton:cpu-v{version}"
+    assert argo["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 30}, {"pause": {}}]
+    state = world.wait("the canary at 30 % (a real rollout, run by a controller in the background)",
+                       lambda s: s.phase.value == "Paused")  # fmt: skip
+    assert world.platform().envoy().weights()[state.canary_slot] == 30
+    assert world.platform().versions[state.canary_slot] == version
+
+    # a retried hand-off reports the rollout it started; another version's hand-off is refused while it runs
+    assert hand_off(version, rollout)[1] == rollout_id
+    with pytest.raises(StepFailed, match=rf"no rollout of version 3 started: rollout {rollout_id} of version "
+                       rf"{version} is Paused: promote or abort it first"):  # fmt: skip
+        hand_off(3, rollout)
+    stable = state.stable_version
+    _, none, page, _ = hand_off(stable, rollout)
+    assert none == "" and "already serves" in page
+
+    # on a cluster: the Argo Rollout update to the version over the champion, rendered (nothing is applied)
+    _, none, page, manifests = hand_off(version, {**rollout, "target": "kubernetes"})
+    assert none == "" and f"over stable version {stable}" in page and "kubectl apply -k" in page
+    validate_overlay(manifests / "overlays" / "gpu")
+
+    assert world.cli("abort") == 0
+    world.wait("the abort", lambda s: s.phase.value == "Aborted")
+    with pytest.raises(StepFailed, match=rf"version {version} failed a rollout before: aborted by request"):
+        hand_off(version, rollout)

@@ -32,6 +32,7 @@ PARAMETERS = {
     "train": "train_config",
     "evaluate": "evaluate_config",
     "registry": "registry_config",
+    "deploy": "deploy_config",
 }
 
 
@@ -67,7 +68,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument("--host", help="the Kubeflow Pipelines API URL to submit to")
     _common(r)
     r.add_argument("--version", type=int, help="the registered version (evaluate, catalogue_refresh)")
-    r.add_argument("--no-serve", action="store_true", help="pretrain: do not serve and query the registered version")
+    r.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="pretrain: no deploy hand-off (serve and query, or roll out: deploy.mode)",
+    )
     r.add_argument("--procs", type=int, default=1, help="pretrain: torchrun processes for a local training run")
     r.add_argument("--root", type=Path, default=Path("artifacts/pipeline"), help="--local: outputs, cache, logs")
     r.add_argument("--run-name", help="--host: the run's name (default: <pipeline>-<time>)")

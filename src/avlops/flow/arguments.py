@@ -17,6 +17,7 @@ from avlops.flow.dataset import DatasetRef
 from avlops.params import ProjectParams
 from avlops.preprocessing.params import PreprocessConfig
 from avlops.registry.params import RegisterConfig
+from avlops.rollout.params import DeployConfig
 from avlops.training.params import TrainConfig
 from avlops.training.trainjob import TrainJobSpec
 from avlops.validation.params import ValidateConfig
@@ -32,8 +33,10 @@ SECTIONS: dict[str, tuple[type[StrictModel], tuple[str, ...]]] = {
     "train": (TrainConfig, ("data", "out", "quarantine")),
     "evaluate": (EvaluateConfig, ("checkpoint", "data", "manifest", "out", "quarantine")),
     "registry": (RegisterConfig, ("checkpoint", "eval_dir", "data", "catalogue", "quarantine")),
+    "deploy": (DeployConfig, ()),
 }
-_LOCATIONS = {"features": "repo_dir", "registry": "repository"}  # stores outside the run: absolute paths
+# what lives outside the run (stores, the rollout platform, its spec): always named, made absolute
+_LOCATIONS = {"features": ("repo_dir",), "registry": ("repository",), "deploy": ("workdir", "spec")}
 
 
 def without_none(value: Any) -> Any:
@@ -60,11 +63,10 @@ def section_arguments(params: ProjectParams, root: Path | None = None) -> dict[s
                 "null): write the setting out instead (bless.defaults: {enabled: false} for bless.defaults: null)"
             )
         values = {k: v for k, v in values.items() if k not in filled}
-        key = _LOCATIONS.get(name)
-        if key:  # stores outside the run: always named, absolute when a root is given
+        for key in _LOCATIONS.get(name, ()):  # outside the run: always named, absolute when a root is given
             values[key] = str(getattr(section, key))
-        if root is not None and key and "://" not in values[key]:
-            values[key] = str((root / values[key]).resolve())
+            if root is not None and "://" not in values[key]:
+                values[key] = str((root / values[key]).resolve())
         out[name] = values
     return out
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -29,6 +29,9 @@ from avlops.flow.dataset import DatasetRef, materialize_dataset, resolve_dataset
 from avlops.flow.ledger import Ledger, StepRecord, StepStatus
 from avlops.flow.lineage import Lineage, run_key
 from avlops.flow.pages import self_contained_html
+
+if TYPE_CHECKING:
+    from avlops.rollout.params import DeployConfig
 
 __all__ = [
     "MANIFEST",
@@ -436,10 +439,26 @@ def fetch_version(repository: str, version: int, dest: Path, *, workspace: str =
 
 
 def deploy(
-    repository: str, version: int, dataset: Path, page: Path, *, workspace: str = "", uri: str = ""
+    repository: str,
+    version: int,
+    dataset: Path,
+    page: Path,
+    config: dict[str, Any] | None = None,
+    manifests: Path | None = None,
+    *,
+    workspace: str = "",
+    uri: str = "",
 ) -> dict[str, Any]:
-    """The hand-off: serve the version on a local Triton server, search with a test clip's caption and caption the
-    clip over gRPC; the results go to ``page`` (Markdown)."""
+    """The hand-off, as the ``deploy`` section says: ``serve`` serves the version on a local Triton server, searches
+    with a test clip's caption and captions the clip over gRPC; ``rollout`` starts a canary rollout of it on the
+    local platform (or renders the cluster's update, ``target: kubernetes``) into ``manifests``. The page
+    (Markdown) says what happened."""
+    from avlops.rollout.params import DeployConfig, DeployMode
+
+    cfg = _section(DeployConfig, config or {}, "deploy")
+    if cfg.mode is DeployMode.ROLLOUT:
+        return _roll_out(Path(repository), version, dataset, page, cfg, manifests or page.with_name("manifests"),
+                         workspace=workspace, uri=uri)  # fmt: skip
     from avlops.registry.deploy import pick_test_clip, serve_and_query
 
     with _step("deploy", workspace, uri) as rec:
@@ -465,13 +484,41 @@ def deploy(
     ]
     page.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {
+        "mode": cfg.mode.value,
         "version": version,
         "query": query,
         "clip_id": clip_id,
         "hits": [h.clip_id for h in report.hits],
         "caption": report.caption,
         "startup_s": report.seconds.get("startup", 0.0),
+        "rollout_id": "",
+        "rollout_phase": "",
     }
+
+
+def _roll_out(
+    repository: Path,
+    version: int,
+    dataset: Path,
+    page: Path,
+    cfg: DeployConfig,
+    manifests: Path,
+    *,
+    workspace: str,
+    uri: str,
+) -> dict[str, Any]:
+    """``deploy`` in rollout mode (:mod:`avlops.rollout.handoff`)."""
+    from avlops.rollout.handoff import HandOffError, hand_off
+
+    with _step("deploy", workspace, uri) as rec:
+        golden = _manifest(dataset).resolve() if cfg.probe else None
+        try:
+            done = hand_off(repository, version, cfg, golden=golden, manifests=manifests)
+        except HandOffError as err:
+            raise StepFailed(str(err)) from err
+        rec.notes.append(done.note())
+    page.write_text(done.markdown(), encoding="utf-8")
+    return {"mode": cfg.mode.value, "caption": "", **done.outputs()}
 
 
 def copy_report(src: Path, dest: Path) -> None:

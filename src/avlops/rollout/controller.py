@@ -504,6 +504,11 @@ def _failure_reasons(runs: list[AnalysisRun]) -> list[str]:
 def state_summary(state: RolloutState) -> dict[str, Any]:
     """The status a person reads: step, weights, every analysis run with its values."""
     spec = state.rollout_spec()
+    ended = state.phase in TERMINAL
+
+    def shown(phase: Phase) -> str:  # an analysis still running when the rollout ended was stopped with it
+        return "Stopped" if ended and phase == Phase.RUNNING else phase.value
+
     return {
         "id": state.id,
         "phase": state.phase.value,
@@ -518,9 +523,9 @@ def state_summary(state: RolloutState) -> dict[str, Any]:
             {
                 "step": r.step,
                 "template": r.template,
-                "phase": r.phase.value,
+                "phase": shown(r.phase),
                 "metrics": {
-                    m.name: {"phase": m.phase.value, "values": [ms.value for ms in m.measurements]} for m in r.metrics
+                    m.name: {"phase": shown(m.phase), "values": [ms.value for ms in m.measurements]} for m in r.metrics
                 },
             }
             for r in state.runs
