@@ -22,6 +22,12 @@ For each: the decision, the time from start to decision and from the fault to th
 in total, on the stable track (Envoy's per-cluster gRPC counters of the stable's slot) and on the canary track.
 Last, Envoy's added latency: sequential searches straight to the stable Triton server and through Envoy, interleaved
 in rounds, p50 / p99 of each and their ratio. Writes ``rollout.json`` and ``rollout.md``.
+
+With ``--report DIR`` each scenario also leaves what an operator would look at, made by the CLI itself on the
+scenario's platform: ``DIR/<scenario>/`` holds ``avlops monitor report``'s PNG plots (after 20 s more of load, so the
+plots show the decision's aftermath) and ``status.txt``, the output of ``avlops rollout status`` once it decided. The
+README's rollout walkthrough embeds the ``healthy`` and ``errors`` ones (``--only healthy errors --report
+docs/rollout``).
 """
 
 from __future__ import annotations
@@ -265,6 +271,26 @@ def envoy_overhead(direct: str, proxied: str, rounds: int = 6, per_round: int = 
     return out
 
 
+def operator_view(workdir: Path, out: Path, settle_s: float = 20.0) -> None:
+    """``avlops rollout status`` into ``out/status.txt`` and ``avlops monitor report`` PNGs into ``out``, once
+    Prometheus has scraped ``settle_s`` past the decision (the plots end there)."""
+    import contextlib
+    import io
+
+    from avlops.cli import main as cli
+
+    state = Controller(workdir).state()
+    assert state is not None and state.finished is not None
+    while time.time() < state.finished + settle_s + 5:  # the report's window ends 20 s after the decision
+        time.sleep(0.5)
+    out.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        assert cli(["rollout", "status", "--workdir", str(workdir)]) == 0
+    (out / "status.txt").write_text(text.getvalue())
+    assert cli(["monitor", "report", "--workdir", str(workdir), "--out", str(out)]) == 0
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Rollout benchmark",
@@ -319,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--spec", type=Path, default=Path("configs/rollout/default.yaml"))
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
+    parser.add_argument("--report", type=Path, help="write each scenario's monitor report and status under this folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()
@@ -381,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 results.append(result)
+                if args.report is not None:
+                    operator_view(workdir, args.report / name)
             from avlops.rollout.platform import load as load_platform
 
             p = load_platform(workdir)
@@ -393,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             down(workdir)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "uv run python bench/rollout.py" + (f" --only {' '.join(args.only)}" if args.only else ""),
+        "command": "uv run python bench/rollout.py"
+        + (f" --only {' '.join(args.only)}" if args.only else "")
+        + (f" --report {args.report}" if args.report else ""),
         "spec": str(args.spec),
         "load_threads": load.threads,
         "seconds_total": round(time.time() - t_start, 1),
