@@ -143,7 +143,7 @@ class PrometheusServer:
             "--storage.tsdb.retention.time=7d",
         ]
         try:
-            self.daemon.start(cmd, lambda: _ok(f"{self.url}/-/ready"), timeout_s=timeout_s)
+            self.daemon.start(cmd, lambda: _ok(f"{self.url}/-/ready"), timeout_s=timeout_s, port=self.port)
         except DaemonError as err:
             raise PrometheusError(str(err)) from err
 
@@ -166,7 +166,7 @@ class Pushgateway:
     def start(self, timeout_s: float = 30) -> None:
         cmd = [_binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{self.port}"]
         try:
-            self.daemon.start(cmd, lambda: _ok(f"{self.url}/-/ready"), timeout_s=timeout_s)
+            self.daemon.start(cmd, lambda: _ok(f"{self.url}/-/ready"), timeout_s=timeout_s, port=self.port)
         except DaemonError as err:
             raise PrometheusError(str(err)) from err
 

@@ -2,6 +2,12 @@
 started them: each runs in its own session (``setsid``), and a ``<name>.pid`` file in the platform's folder records
 its pid and start time, so another shell, or a controller resumed after a kill, finds it again and can stop it. The
 start time guards against a recycled pid: a pid file whose process is gone or was replaced reads as "not running".
+
+Ports are chosen when a platform comes up and bound when a process starts, maybe minutes later; meanwhile another
+process may take one. A readiness check over HTTP cannot tell who answers, so a start that names its ``port`` is
+ready only when the listening socket on that port belongs to the new process's session: another server that
+answers there (say another platform's Pushgateway, which would mix its series into this one's) is never mistaken
+for it, and the new process's own bind error ends the start.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["Daemon", "DaemonError", "process_start_time"]
+__all__ = ["Daemon", "DaemonError", "holds_port", "process_start_time"]
 
 
 class DaemonError(RuntimeError):
@@ -32,6 +38,41 @@ def process_start_time(pid: int) -> str | None:
     if fields[0] == "Z":  # a zombie has exited
         return None
     return fields[19]
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on TCP ``port`` (any address, IPv4 or IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()  # sl, local_address, rem_address, st, ..., inode (10th)
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _session_sockets(session: int) -> set[str]:
+    """The socket inodes open in the processes of ``session`` (a daemon and its children: wrappers, stubs)."""
+    inodes = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (proc / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[3]) != session:  # state, ppid, pgrp, session
+                continue
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[len("socket:[") : -1])
+    return inodes
+
+
+def holds_port(session: int, port: int) -> bool:
+    """Whether a process of ``session`` listens on ``port``."""
+    listening = _listening_inodes(port)
+    return bool(listening) and bool(listening & _session_sockets(session))
 
 
 class Daemon:
@@ -65,9 +106,10 @@ class Daemon:
         *,
         timeout_s: float = 60.0,
         env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> int:
-        """Launch ``cmd`` detached and wait until ``ready()`` is true (raises with the log's end if it exits or
-        times out, after stopping it)."""
+        """Launch ``cmd`` detached and wait until ``ready()`` is true and, with ``port``, the process listens there
+        (raises with the log's end if it exits or times out, after stopping it)."""
         if (running := self.pid()) is not None:
             raise DaemonError(f"{self.name} already runs (pid {running}, {self.pid_path})")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -84,15 +126,20 @@ class Daemon:
         tmp.write_text(json.dumps({"pid": process.pid, "start": process_start_time(process.pid), "cmd": list(cmd)}))
         os.replace(tmp, self.pid_path)
         deadline = time.monotonic() + timeout_s
+        foreign = ""  # another process answered the readiness check on our port
         while True:
             if process.poll() is not None:
-                raise DaemonError(f"{self.name} exited with {process.returncode} while starting:\n{self.log_tail()}")
+                raise DaemonError(
+                    f"{self.name} exited with {process.returncode} while starting{foreign}:\n{self.log_tail()}"
+                )
             with contextlib.suppress(OSError):
                 if ready():
-                    return process.pid
+                    if port is None or holds_port(process.pid, port):
+                        return process.pid
+                    foreign = f" (port {port} is held by another process, which answered in its place)"
             if time.monotonic() > deadline:
                 self.stop()
-                raise DaemonError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+                raise DaemonError(f"{self.name} not ready after {timeout_s:.0f} s{foreign}:\n{self.log_tail()}")
             time.sleep(0.1)
 
     def signal(self, sig: signal.Signals) -> bool:

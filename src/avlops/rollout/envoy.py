@@ -359,7 +359,9 @@ class EnvoyProxy:
             "warning",
         ]
         try:
-            self.daemon.start(cmd, lambda: self._get("/ready").strip() == "LIVE", timeout_s=timeout_s)
+            self.daemon.start(
+                cmd, lambda: self._get("/ready").strip() == "LIVE", timeout_s=timeout_s, port=self.admin_port
+            )
         except DaemonError as err:
             raise EnvoyError(str(err)) from err
 

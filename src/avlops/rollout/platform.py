@@ -131,7 +131,7 @@ class Platform(BaseModel):
             metrics_port=p.metrics,
         )
         cmd, env = server.launch(self.root / "slots" / slot)
-        self.server(slot).start(cmd, lambda: _ready(p.http), timeout_s=timeout_s, env=env)
+        self.server(slot).start(cmd, lambda: _ready(p.http), timeout_s=timeout_s, env=env, port=p.http)
         self.versions[slot] = version
         self.tracks[slot] = track
         self.save()
