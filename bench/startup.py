@@ -239,7 +239,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"`uv run python bench/startup.py --rounds {m['rounds']} --model {m['model']}` on {result['date']}: random "
         f"`{m['model']}` weights, a 200-clip catalogue, one registered version served by `TritonServer`; medians of "
-        f"{m['rounds']} rounds per layout, layouts alternating, each round after waiting for an idle machine.",
+        f"{m['rounds']} rounds per layout, layouts alternating, each round after waiting (up to 2 minutes) for "
+        f"{100 * m['min_idle']:.0f} % idle CPU; the idle share each round started with is in the table below.",
         "",
         "| | lean (this tree) | baseline (" + m["baseline_rev"] + ") | baseline / lean |",
         "|---|---|---|---|",
@@ -267,13 +268,14 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Rounds",
         "",
-        "| layout | ready s | start() s | fresh late s | long-lived late s | RSS MB | PSS MB | torch procs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| layout | idle before | ready s | start() s | fresh late s | long-lived late s | RSS MB | PSS MB | torch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rounds"]:
         lines.append(
-            f"| {r['layout']} | {r['ready_s']:.1f} | {r['start_returned_s']:.1f} | {r['fresh_late_s']:.2f} | "
-            f"{r['long_lived_late_s']:.2f} | {r['rss_mb']:.0f} | {r['pss_mb']:.0f} | {r['torch_processes']} |"
+            f"| {r['layout']} | {100 * r['idle_before']:.0f} % | {r['ready_s']:.1f} | {r['start_returned_s']:.1f} | "
+            f"{r['fresh_late_s']:.2f} | {r['long_lived_late_s']:.2f} | {r['rss_mb']:.0f} | {r['pss_mb']:.0f} | "
+            f"{r['torch_processes']} |"
         )
     lines += ["", *machine_table(result["machine"]), ""]
     return "\n".join(lines)
@@ -298,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             layouts.append(("baseline", baseline_repository(repository, args.baseline_rev, tmp / "baseline")))
         for i in range(args.rounds):
             for layout, repo in layouts if i % 2 == 0 else layouts[::-1]:
-                wait_for_idle(args.min_idle, f"{layout} round {i + 1}")
-                r = one_round(repo, layout, tmp)
+                idle = wait_for_idle(args.min_idle, f"{layout} round {i + 1}")
+                r = {**one_round(repo, layout, tmp), "idle_before": idle}
                 print(json.dumps(r), file=sys.stderr)
                 rounds.append(r)
     summary = summarise(rounds)
@@ -307,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the baseline layout did not take effect (torch processes): {summary}")
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "settings": {"rounds": args.rounds, "model": args.model, "baseline_rev": args.baseline_rev},
+        "settings": {
+            "rounds": args.rounds,
+            "model": args.model,
+            "baseline_rev": args.baseline_rev,
+            "min_idle": args.min_idle,
+        },
         "machine": machine(torch=torch.__version__, numpy=np.__version__),
         "rounds": rounds,
         "summary": summary,
