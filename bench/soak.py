@@ -5,9 +5,9 @@ killed and one oversized-request burst in the middle.
 
 Set-up: random weights of ``configs/model/<model>.yaml`` and a random 200-clip catalogue (bench/startup.py's
 ``random_repository``), a few synthetic clips (``avlops data synth``) to caption, one Triton server
-(``avlops.serving.server.TritonServer``, or the self-healing supervisor when this tree has one) behind the platform's
-Envoy configuration (``avlops.rollout.envoy.EnvoyProxy``: request-size limit from the version, retries, fine latency
-buckets); both slots point at the one server.
+(``avlops.serving.server.TritonServer``, under ``avlops serve``'s self-healing supervisor when this tree has one)
+behind the platform's Envoy configuration (``avlops.rollout.envoy.EnvoyProxy``: request-size limit from the version,
+retries, fine latency buckets, health checks); both slots point at the one server.
 
 Load: one closed-loop client thread per kind — ``search``, ``embed_text``, and clips (``caption`` and ``embed_clip``
 alternating) — each through Envoy with the project's client (``ServingClient``, UNAVAILABLE retried 3 times). Faults:
@@ -171,9 +171,47 @@ def quantile(buckets: dict[float, float], q: float) -> float:
     return prev_le
 
 
-def server_supervisor() -> Any:
-    """The self-healing supervisor of this tree, when it has one (avlops.serving.supervisor), else None."""
-    return importlib.util.find_spec("avlops.serving.supervisor")
+class Serving:
+    """The server under test: Triton under this tree's self-healing supervisor (``avlops.serving.supervisor``, what
+    ``avlops serve`` runs) when the tree has one, else a bare ``TritonServer``."""
+
+    def __init__(self, repository: Path, log: Path) -> None:
+        self.server = TritonServer(repository / "models", config_name="champion", log_path=log)
+        self.supervisor: Any = None
+        self.thread: threading.Thread | None = None
+        self.events: list[tuple[float, str]] = []
+        self.kind = "TritonServer (no self-healing supervisor in this tree)"
+        if importlib.util.find_spec("avlops.serving.supervisor") is not None:
+            from avlops.serving.supervisor import Supervisor
+
+            self.supervisor = Supervisor(self.server, say=lambda line: self.events.append((time.monotonic(), line)))
+            self.kind = "TritonServer under avlops.serving.supervisor.Supervisor (avlops serve's self-healing)"
+
+    def start(self, timeout_s: float = 600.0) -> Upstream:
+        if self.supervisor is None:
+            e = self.server.start()
+            return Upstream(e.host, e.grpc_port, e.http_port)
+        self.thread = threading.Thread(target=self.supervisor.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.supervisor.ready():
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the supervised server did not become ready: {self.events[-5:]}")
+            time.sleep(0.2)
+        e = self.server.endpoints
+        return Upstream(e.host, e.grpc_port, e.http_port, self.supervisor.health_port)  # type: ignore[call-arg]
+
+    def pid(self) -> int | None:
+        process = self.server.process
+        return process.pid if process is not None else None
+
+    def stop(self) -> None:
+        if self.supervisor is None:
+            self.server.stop()
+            return
+        self.supervisor.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=180)
 
 
 def analyse(
@@ -336,16 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         clips = sorted((tmp / "synth" / "clips").glob("*.mp4"))
         texts = [captions_for(s)[0] for s in sample_specs(SynthConfig(clips=64, seed=5))]
         limit = version_request_limit(repository, 1)
-        server = TritonServer(repository / "models", config_name="champion", log_path=tmp / "triton.log")
-        server.start()
-        e = server.endpoints
-        envoy = EnvoyProxy(
-            tmp / "envoy",
-            free_port(),
-            free_port(),
-            dict.fromkeys(SLOTS, Upstream(e.host, e.grpc_port, e.http_port)),
-            limit,
-        )
+        serving = Serving(repository, tmp / "triton.log")
+        upstream = serving.start()
+        envoy = EnvoyProxy(tmp / "envoy", free_port(), free_port(), dict.fromkeys(SLOTS, upstream), limit)
         envoy.start()
         soak = Soak(envoy.address, clips, texts)
         samples: list[dict[str, Any]] = []
@@ -354,13 +385,17 @@ def main(argv: list[str] | None = None) -> int:
 
         def sample() -> None:
             while not sampling.is_set():
-                envoy_pid = envoy.daemon.pid()
+                envoy_pid, pid = envoy.daemon.pid(), serving.pid()
+                try:
+                    buckets = envoy_buckets(envoy.admin, SLOTS[0])
+                except OSError:
+                    buckets = samples[-1]["buckets"] if samples else {}
                 samples.append(
                     {
                         "t": time.monotonic() - soak.t0,
-                        "rss_mb": tree_rss_mb(server.process.pid) if server.process else float("nan"),
+                        "rss_mb": tree_rss_mb(pid) if pid else float("nan"),
                         "envoy_rss_mb": tree_rss_mb(envoy_pid) if envoy_pid else float("nan"),
-                        "buckets": envoy_buckets(envoy.admin, SLOTS[0]),
+                        "buckets": buckets,
                         "phase": phase["name"],
                     }
                 )
@@ -379,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                 th.start()
             time.sleep(duration / 3)
             killing = time.monotonic() - soak.t0
-            if kill_stub(server.process.pid, KILLED_MODEL) is not None:  # type: ignore[union-attr]
+            pid = serving.pid()
+            if pid is not None and kill_stub(pid, KILLED_MODEL) is not None:
                 kill_t = killing
             time.sleep(max(0.0, soak.t0 + 2 * duration / 3 - time.monotonic()))
             burst_t = time.monotonic() - soak.t0
@@ -393,14 +429,13 @@ def main(argv: list[str] | None = None) -> int:
             sampling.set()
             sampler.join(timeout=10)
             envoy.stop()
-            server.stop()
+            serving.stop()
     analysis = analyse(soak.outcomes, kill_t, burst, samples, duration)
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "settings": {"minutes": args.minutes, "model": args.model, "burst": args.burst, "burst_mb": args.burst_mb},
-        "server": "TritonServer (no self-healing supervisor in this tree)"
-        if server_supervisor() is None
-        else "TritonServer",
+        "server": serving.kind,
+        "server_events": [(round(t - soak.t0, 1), line) for t, line in serving.events],
         "max_request_bytes": limit,
         "burst_at_s": burst_t,
         "machine": machine(),
