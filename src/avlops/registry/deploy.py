@@ -14,21 +14,24 @@ import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avlops.data.exclusions import read_exclusions
-from avlops.evaluation.checkpoint import resolve_checkpoint
 from avlops.features.params import FeaturesConfig
 from avlops.fileio import sha256_file
 from avlops.registry.params import RegisterConfig
-from avlops.registry.register import check_blessing, register_model
 from avlops.registry.store import Registry
-from avlops.serving.bundle import CATALOGUE_NAME, WEIGHTS_NAME, load_model
-from avlops.serving.catalogue import Catalogue, build_catalogue, publish_catalogue
+from avlops.serving.bundle import CATALOGUE_NAME, WEIGHTS_NAME
 from avlops.serving.client import SearchHit, ServingClient
 from avlops.serving.contract import CATALOGUE_SEARCH
 from avlops.serving.params import ServeConfig
 from avlops.serving.server import TritonServer
+
+if TYPE_CHECKING:
+    from avlops.serving.catalogue import Catalogue
+
+# Registering and building catalogues need torch; serving and querying do not, so the pipeline's deploy task (a process
+# of its own) imports only what serve_and_query uses.
 
 __all__ = ["DeployReport", "deploy_and_query", "pick_test_clip", "register_or_reuse", "serve_and_query"]
 
@@ -76,6 +79,11 @@ def register_or_reuse(
     Returns the version, its catalogue, and whether it is new. ``catalogue`` is a built one (else built from
     ``data_dir``, less the clips of ``cfg.quarantine``).
     """
+    from avlops.evaluation.checkpoint import resolve_checkpoint
+    from avlops.registry.register import check_blessing, register_model
+    from avlops.serving.bundle import load_model
+    from avlops.serving.catalogue import Catalogue, build_catalogue
+
     checkpoint = resolve_checkpoint(checkpoint)
     registry = Registry(Path(cfg.repository))
     sha = sha256_file(checkpoint / WEIGHTS_NAME)
@@ -146,6 +154,8 @@ def deploy_and_query(
 ) -> DeployReport:
     """Register ``checkpoint`` (or a run folder: its newest) into ``cfg.repository`` unless these weights are already
     registered there, serve that version, search ``query`` and caption ``clip``."""
+    from avlops.serving.catalogue import publish_catalogue
+
     cfg = cfg or RegisterConfig()
     t0 = time.perf_counter()
     version, catalogue, _ = register_or_reuse(checkpoint, eval_dir, data_dir, cfg)
