@@ -22,16 +22,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from avlops.config import StrictModel, build
-from avlops.data.check import CheckOutcome, check_dataset
-from avlops.data.params import CheckConfig
-from avlops.flow.arguments import without_none
 from avlops.flow.dataset import DatasetRef, materialize_dataset, resolve_dataset
 from avlops.flow.ledger import Ledger, StepRecord, StepStatus
 from avlops.flow.lineage import Lineage, run_key
 from avlops.flow.pages import self_contained_html
 
 if TYPE_CHECKING:
+    from avlops.data.check import CheckOutcome
     from avlops.rollout.params import DeployConfig
+
+# Each pipeline task is a process of its own that runs one step: a step imports its stage's libraries (media
+# decoding, torch, Great Expectations, Feast) itself, so no task pays for another's.
 
 __all__ = [
     "MANIFEST",
@@ -114,6 +115,9 @@ def materialize(
 
 def check(dataset: Path, report: Path, section: dict[str, Any], *, workspace: str = "", uri: str = "") -> CheckOutcome:
     """The dataset contract and every media file; fails when the bad fraction passes the section's limit."""
+    from avlops.data.check import check_dataset
+    from avlops.data.params import CheckConfig
+
     with _step("check", workspace, uri) as rec:
         cfg = _section(CheckConfig, section, "check", manifest=str(_manifest(dataset)), report_dir=str(report))
         outcome = check_dataset(cfg)
@@ -434,6 +438,8 @@ def fetch_version(repository: str, version: int, dest: Path, *, workspace: str =
             raise StepFailed(str(err)) from None
         bundle = ServingBundle.read(Path(repository) / "models" / CAPTION_DECODER / str(version))
         rec.notes.append(f"version {version} of {repository}")
+    from avlops.flow.arguments import without_none
+
     preprocess: dict[str, Any] = without_none(bundle.preprocess)  # a pipeline parameter: no nulls
     return preprocess
 
