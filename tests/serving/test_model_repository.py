@@ -33,7 +33,7 @@ from avlops.serving.model_repository import (
     validate_repository,
 )
 from avlops.serving.params import BatchingConfig
-from avlops.serving.server import Endpoints, TritonServer
+from avlops.serving.server import CLOSED_HEADER, RESTRICTED_APIS, Endpoints, TritonServer
 
 SIZES = Sizes(context=16, frames=2, resolution=32, slices=1, mel_bins=64, target_length=128, embed_dim=32)
 
@@ -158,7 +158,9 @@ def test_launch_binds_localhost_and_exposes_no_model_control(tmp_path: Path) -> 
     for flag in ("--grpc-address=127.0.0.1", "--http-address=127.0.0.1", "--metrics-address=127.0.0.1"):
         assert flag in cmd
     restricted = [c for c in cmd if c.startswith(("--grpc-restricted-protocol=", "--http-restricted-api="))]
-    assert len(restricted) == 2 and all("model-repository" in c and "avlops-admin-key=" in c for c in restricted)
+    # closed, not keyed: a header no client can send (Triton 2.51 would take a key only on its command line)
+    assert len(restricted) == 2 and all(c.endswith(f"{RESTRICTED_APIS}:{CLOSED_HEADER}=\n") for c in restricted)
+    assert any(c.startswith(f"--backend-config=python,shm-region-prefix-name={server.shm_prefix}") for c in cmd)
     assert "--model-config-name=champion" in cmd
     polling = TritonServer(tmp_path, poll_seconds=5).command(Endpoints("127.0.0.1", 1, 2, 3), tmp_path)
     assert "--model-control-mode=poll" in polling and "--repository-poll-secs=5" in polling

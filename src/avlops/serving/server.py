@@ -6,9 +6,15 @@ system's libpython, whose stdlib does not match) then the wheel's libraries; ``P
 environment's ``bin`` so the stub imports the project's packages. Everything is computed at run time.
 
 Security of what is started: every endpoint binds ``host`` (127.0.0.1 by default); the model-control API is off
-(``--model-control-mode=none``, or ``poll`` which reloads changed files but offers no load/unload API), and the
-model-repository, shared-memory, trace and logging APIs of both protocols are restricted to a header whose value is
-``AVLOPS_TRITON_ADMIN_KEY`` when set, else a random secret nobody holds (the APIs are then unreachable).
+(``--model-control-mode=none``, or ``poll`` which reloads changed files but offers no load/unload API); the
+model-repository, shared-memory, trace and logging APIs of both protocols are **closed**: Triton 2.51 takes a
+restricted API's key only on its command line (which any local user reads in ``/proc/PID/cmdline``), so instead of
+a secret the restriction names a header no client can send (its name holds spaces and its value a line feed, which
+neither HTTP nor gRPC metadata can carry). Nothing secret is ever on the command line or in a log, and nobody, the
+supervisor included, can use those APIs; a broken model is healed by restarting the server
+(:mod:`avlops.serving.supervisor`). The python backend's shared-memory regions carry a prefix of this server's own
+(``shm_prefix``): :meth:`TritonServer.protect_shm` makes them private to the server's user (the backend creates
+them 0644 whatever the umask) and :meth:`TritonServer.stop` removes any Triton left behind.
 """
 
 from __future__ import annotations
@@ -25,15 +31,29 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ADMIN_HEADER", "Endpoints", "ServerError", "TritonServer", "free_port", "http_ready", "triton_home"]
+__all__ = [
+    "CLOSED_HEADER",
+    "RESTRICTED_APIS",
+    "SHM_DIR",
+    "Endpoints",
+    "ServerError",
+    "TritonServer",
+    "free_port",
+    "http_ready",
+    "triton_home",
+]
 
-ADMIN_HEADER = "avlops-admin-key"
 READY_POLL_S = 0.1  # how often start() asks a starting server whether it is ready
-_RESTRICTED = "model-repository,shared-memory,trace,logging"
+RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
+# a header name with spaces and a value with a line feed: neither HTTP nor gRPC can send it, so the APIs stay closed
+CLOSED_HEADER = "admin apis closed"
+_CLOSED = f"{RESTRICTED_APIS}:{CLOSED_HEADER}=\n"
+SHM_DIR = Path("/dev/shm")
 
 
 class ServerError(RuntimeError):
@@ -135,6 +155,7 @@ class TritonServer:
         startup_timeout_s: float = 180.0,
         poll_seconds: int | None = None,
         log_path: Path | None = None,
+        exit_timeout_s: int = 30,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.config_name = config_name
@@ -143,6 +164,9 @@ class TritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.poll_seconds = poll_seconds
         self.log_path = log_path
+        self.exit_timeout_s = exit_timeout_s
+        # the python backend's regions of this server: /dev/shm/<prefix>*, private and removed at stop
+        self.shm_prefix = f"avlops_{os.getpid()}_{secrets.token_hex(4)}_"
         self.process: subprocess.Popen[bytes] | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._endpoints: Endpoints | None = None
@@ -154,7 +178,6 @@ class TritonServer:
         return self._endpoints
 
     def command(self, endpoints: Endpoints, backends: Path) -> list[str]:
-        admin = os.environ.get("AVLOPS_TRITON_ADMIN_KEY") or secrets.token_urlsafe(24)
         e = endpoints
         cmd = [
             str(triton_home() / "bin" / "tritonserver"),
@@ -166,11 +189,12 @@ class TritonServer:
             f"--http-port={e.http_port}",
             f"--metrics-address={e.host}",
             f"--metrics-port={e.metrics_port}",
-            f"--grpc-restricted-protocol={_RESTRICTED}:{ADMIN_HEADER}={admin}",
-            f"--http-restricted-api={_RESTRICTED}:{ADMIN_HEADER}={admin}",
+            f"--grpc-restricted-protocol={_CLOSED}",
+            f"--http-restricted-api={_CLOSED}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--disable-auto-complete-config",
             "--strict-readiness=true",
-            "--exit-timeout-secs=30",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
             "--log-info=true",
         ]
         if self.poll_seconds:
@@ -193,7 +217,8 @@ class TritonServer:
         self._endpoints = Endpoints(self.host, *self.ports)
         return self.command(self._endpoints, backends), _environment(home)
 
-    def start(self) -> Endpoints:
+    def start(self, should_stop: Callable[[], bool] | None = None) -> Endpoints:
+        """Start the server and wait until it is ready; ``should_stop()`` true gives up early (ServerError)."""
         if self.process is not None:
             return self.endpoints
         if not self.model_repository.is_dir():
@@ -214,9 +239,11 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=_environment(home),
                 start_new_session=True,  # its own process group: stop() reaches the python-backend stubs too
+                umask=0o077,  # files it creates are private to the server's user
+                preexec_fn=_die_with_parent,
             )
         try:
-            self._wait_ready()
+            self._wait_ready(should_stop)
         except BaseException:
             self.stop()
             raise
@@ -228,10 +255,10 @@ class TritonServer:
         text = self.log_path.read_bytes().decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, should_stop: Callable[[], bool] | None = None) -> None:
         """Return as soon as Triton answers ready: ``GET /v2/health/ready`` on a fresh connection every
         ``READY_POLL_S``. A long-lived client made before the server listens would sit in gRPC's reconnect back-off
-        (which grows to minutes) and see readiness late."""
+        (which grows to minutes) and see readiness late. ``should_stop()`` true gives up (ServerError)."""
         assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
@@ -240,6 +267,8 @@ class TritonServer:
                 raise ServerError(f"tritonserver exited with {code} while starting:\n{self.log_tail()}")
             if http_ready(self.endpoints.host, self.endpoints.http_port):
                 return
+            if should_stop is not None and should_stop():
+                raise ServerError("stopped while starting")
             if time.monotonic() > deadline:
                 raise ServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
             time.sleep(READY_POLL_S)
@@ -258,10 +287,34 @@ class TritonServer:
                     _signal_group(process.pid, signal.SIGKILL)
                     code = process.wait()
             _signal_group(process.pid, signal.SIGKILL)  # stubs left behind in the group, if any
+            self.remove_shm()
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
         return code
+
+    def shm_regions(self) -> list[Path]:
+        """This server's python-backend shared-memory regions now in ``/dev/shm``."""
+        return sorted(SHM_DIR.glob(f"{self.shm_prefix}*"))
+
+    def protect_shm(self) -> int:
+        """Make this server's regions readable and writable by its own user only; returns how many were changed."""
+        changed = 0
+        for path in self.shm_regions():
+            with contextlib.suppress(OSError):
+                if path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
+                    changed += 1
+        return changed
+
+    def remove_shm(self) -> int:
+        """Remove the regions a stopped server left behind (a killed Triton or stub never unlinks them)."""
+        removed = 0
+        for path in self.shm_regions():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -271,6 +324,15 @@ class TritonServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the thread that started it dies (Linux ``PR_SET_PDEATHSIG``), so a
+    supervisor killed with SIGKILL leaves no orphaned Triton; start servers from a thread that lives as long."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
