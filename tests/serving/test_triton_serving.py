@@ -68,7 +68,7 @@ def served(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> 
         {"repository": str(repository), "limits": LIMITS, "batching": {"max_batch_size": 8}}
     )
     register_model(deployment.checkpoint, deployment.eval_dir, deployment.catalogue, cfg, data_dir=deployment.data)
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(4)]
     cmd = [
         sys.executable,
         "-m",
@@ -82,6 +82,8 @@ def served(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> 
         ports[1],
         "--metrics-port",
         ports[2],
+        "--health-port",
+        ports[3],
     ]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
@@ -361,7 +363,7 @@ def test_sigterm_stops_the_server_cleanly(served: Served) -> None:
     assert served.process.wait(90) == 0
     time.sleep(0.2)
     text = "".join(served.output)
-    assert "stopping ..." in text and "stopped (tritonserver exit code 0)" in text
+    assert "draining" in text and "stopped (tritonserver exit code 0)" in text
     with ServingClient(served.grpc, retries=0, timeout_s=2) as client, pytest.raises(ServerUnavailableError):
         client.search("anything")
 

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,13 +18,18 @@ from avlops.cli import ExitCode
 from avlops.config import load_section, override
 from avlops.serving.params import ServeConfig
 
+if TYPE_CHECKING:
+    from avlops.serving.supervisor import SupervisorSettings
+
 __all__ = ["register"]
 
 _SERVE = """\
 Start Triton Inference Server on one version of a registry (--alias, default champion, or --version), bound to
---host (127.0.0.1), wait until every model is ready, print the endpoints, and serve until Ctrl-C or SIGTERM, then
-shut down cleanly. Model control is off (no load/unload API); the repository, shared-memory, trace and logging APIs
-need the header avlops-admin-key: $AVLOPS_TRITON_ADMIN_KEY (unset: a random key, so nobody can use them).
+--host (127.0.0.1), wait until every ensemble answers a real request, print the endpoints, and supervise it until
+Ctrl-C or SIGTERM: every --probe-interval seconds a tiny request to each ensemble; a failure turns the health
+endpoint (--health-port, /v2/health/ready) to 503 and, after a second one, restarts the server. A stop drains:
+readiness false, --drain-seconds for a proxy to stop routing, in-flight requests finished, then Triton stops.
+Model control is off (no load/unload API); the repository, shared-memory, trace and logging APIs are closed.
 """
 
 
@@ -34,7 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="serve a registered version with a local Triton server",
         description=_SERVE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit codes: 0 stopped cleanly, 1 the server failed, 2 bad usage or config, 3 no such version.",
+        epilog="Exit codes: 0 stopped cleanly, 1 the server failed (Triton exited non-zero, a model was failing at the "
+        "stop, or healing gave up), 2 bad usage or config, 3 no such version.",
     )
     s.add_argument("--repository", type=Path, help="registry folder (default artifacts/registry)")
     which = s.add_mutually_exclusive_group()
@@ -44,6 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--grpc-port", type=int, help="default 8001; 0 = a free port")
     s.add_argument("--http-port", type=int, help="default 8000")
     s.add_argument("--metrics-port", type=int, help="default 8002")
+    s.add_argument(
+        "--watch",
+        metavar="GRPC_ADDRESS",
+        help="start no server: probe the Triton server at this address and serve its health (a pod's sidecar)",
+    )
+    s.add_argument("--health-port", type=int, help="readiness / liveness endpoint of the supervisor (default 8003)")
+    s.add_argument("--probe-interval", type=float, help="seconds between inference probes (default 2)")
+    s.add_argument("--max-restarts", type=int, help="restarts in a row that never serve before giving up (default 3)")
+    s.add_argument("--drain-seconds", type=float, help="on stop: seconds of readiness false first (default 3)")
     s.add_argument("--poll-seconds", type=int, help="reload promoted configurations every N s (default: never)")
     s.add_argument("--log", type=Path, help="write the server log here (default: a temporary file)")
     s.add_argument("--params", type=Path, help="params.yaml to read [serve] from")
@@ -83,6 +98,10 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         poll_seconds=args.poll_seconds,
+        health_port=args.health_port,
+        probe_interval_s=args.probe_interval,
+        max_restarts=args.max_restarts,
+        drain_s=args.drain_seconds,
     )
     if args.version is not None:
         cfg = cfg.model_copy(update={"version": args.version, "alias": None})
@@ -92,10 +111,39 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from avlops.registry.store import Registry, RegistryError
-    from avlops.serving.server import ServerError, TritonServer
+    from avlops.serving.supervisor import SupervisorSettings, Watcher
 
     cfg = _serve_config(args)
+    settings = SupervisorSettings(
+        host=cfg.host,
+        health_port=cfg.health_port,
+        probe_interval_s=cfg.probe_interval_s,
+        probe_timeout_s=cfg.probe_timeout_s,
+        heal_after=cfg.heal_after,
+        max_restarts=cfg.max_restarts,
+        drain_s=cfg.drain_s,
+        grace_s=cfg.stop_grace_s,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if args.watch:
+            return Watcher(args.watch, settings, stop=stop).run()
+        return _supervise(cfg, settings, stop, args.log)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _supervise(cfg: ServeConfig, settings: SupervisorSettings, stop: threading.Event, log: Path | None) -> int:
+    from avlops.registry.store import Registry, RegistryError
+    from avlops.serving.server import ServerError, TritonServer
+    from avlops.serving.supervisor import Supervisor
+
     registry = Registry(Path(cfg.repository))
     try:
         version = registry.resolve(cfg.version if cfg.version is not None else (cfg.alias or "champion"))
@@ -113,35 +161,28 @@ def _run_serve(args: argparse.Namespace) -> int:
         metrics_port=cfg.metrics_port,
         startup_timeout_s=cfg.startup_timeout_s,
         poll_seconds=cfg.poll_seconds,
-        log_path=args.log,
+        log_path=log,
+        exit_timeout_s=int(cfg.stop_grace_s),
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(server, settings, stop=stop)
     try:
         print(f"starting Triton on {cfg.repository} version {version} ({config_name}) ...", flush=True)
         try:
-            endpoints = server.start()
+            if not supervisor.start():
+                return ExitCode.FAILED if supervisor.run() else ExitCode.OK
         except ServerError as err:
             print(f"avlops serve: {err}", file=sys.stderr)
             return ExitCode.FAILED
-        print(f"serving version {version}: gRPC {endpoints.grpc}  HTTP {endpoints.http}  metrics {endpoints.metrics}")
-        print(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it", flush=True)
-        while not stop.wait(0.5):
-            if server.process is None or server.process.poll() is not None:
-                print(f"avlops serve: the server exited:\n{server.log_tail()}", file=sys.stderr)
-                return ExitCode.FAILED
-        print("stopping ...", flush=True)
-        code = server.stop(timeout_s=60)
-        print(f"stopped (tritonserver exit code {code})")
-        return ExitCode.OK
+        e = server.endpoints
+        print(
+            f"serving version {version}: gRPC {e.grpc}  HTTP {e.http}  metrics {e.metrics}  "
+            f"health {supervisor.health_url}",
+            flush=True,
+        )
+        print(f"log: {server.log_path}; Ctrl-C or SIGTERM drains and stops it", flush=True)
+        return ExitCode.FAILED if supervisor.run() else ExitCode.OK
     finally:
         server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -1,9 +1,11 @@
 """A typed client of the served models over ``tritonclient`` gRPC (HTTP as an option).
 
 Inputs are built and outputs read by the contract's names and dtypes (:mod:`avlops.serving.contract`). Every call
-has a deadline (``timeout_s``); UNAVAILABLE (server starting, restarting or overloaded, connection refused) is retried
-``retries`` times with exponential backoff; errors come back typed: :class:`InvalidInputError` (INVALID_ARGUMENT:
-the request was refused, the server goes on), :class:`ModelNotFoundError` (unknown model or version),
+has a deadline (``timeout_s``); UNAVAILABLE (server starting, restarting, draining or overloaded, connection refused)
+is retried ``retries`` times with exponential backoff, and so is a model that "has no available versions" (Triton
+unloads its models while it stops: the model exists, the server is going away); errors come back typed:
+:class:`InvalidInputError` (INVALID_ARGUMENT: the request was refused, the server goes on), :class:`ModelNotFoundError`
+(unknown model or version), :class:`PermissionDeniedError` (a closed API or a model the endpoint does not expose),
 :class:`ServerUnavailableError`, :class:`DeadlineExceededError`, else :class:`ServingError`. Results name clips and
 scores (:class:`SearchHit`), and captions (:class:`Caption`).
 """
@@ -37,6 +39,7 @@ __all__ = [
     "DeadlineExceededError",
     "InvalidInputError",
     "ModelNotFoundError",
+    "PermissionDeniedError",
     "SearchHit",
     "ServerUnavailableError",
     "ServingClient",
@@ -63,6 +66,10 @@ class InvalidInputError(ServingError):
 
 class ModelNotFoundError(ServingError):
     """NOT_FOUND: no such model, or not that version, on the server."""
+
+
+class PermissionDeniedError(ServingError):
+    """PERMISSION_DENIED (HTTP 403): an admin API, or a model the public endpoint does not expose."""
 
 
 class ServerUnavailableError(ServingError):
@@ -118,6 +125,10 @@ def _typed(err: Exception, model: str) -> ServingError:
         return ServerUnavailableError(f"{model}: cannot connect: {err}", "UNAVAILABLE")
     if status in ("INVALID_ARGUMENT", "400", "RESOURCE_EXHAUSTED", "413"):  # the last two: over the proxy's size limit
         return InvalidInputError(f"{model}: {message}", status)
+    if status in ("PERMISSION_DENIED", "403") or "is restricted, expecting header" in message:
+        return PermissionDeniedError(f"{model}: {message}", "PERMISSION_DENIED")
+    if "has no available versions" in message:  # a stopping server unloads its models: retry elsewhere / later
+        return ServerUnavailableError(f"{model}: server stopping: {message}", "UNAVAILABLE")
     if status in ("NOT_FOUND", "404") or "unknown model" in message or "is not found" in message:
         return ModelNotFoundError(f"{model}: {message}", status)
     if status in ("UNAVAILABLE", "503"):

@@ -78,6 +78,15 @@ class ServeConfig(StrictModel):
     http_port: int = Field(8000, ge=0, le=65535)
     metrics_port: int = Field(8002, ge=0, le=65535)
     startup_timeout_s: float = Field(180.0, gt=0)
+    health_port: int = Field(
+        8003, ge=0, le=65535, description="the supervisor's readiness (inference probes) and liveness endpoint"
+    )
+    probe_interval_s: float = Field(2.0, gt=0, description="seconds between inference probes of every ensemble")
+    probe_timeout_s: float = Field(10.0, gt=0, description="deadline of one probe request")
+    heal_after: int = Field(2, ge=1, description="failed probes in a row before the server is restarted")
+    max_restarts: int = Field(3, ge=0, description="restarts in a row that never serve before giving up (exit 1)")
+    drain_s: float = Field(3.0, ge=0, description="on stop: seconds of readiness false before the server stops")
+    stop_grace_s: float = Field(30.0, gt=0, description="on stop: longest wait for in-flight requests")
     poll_seconds: int | None = Field(
         None, ge=1, description="reload changed configs (promotions) every N s (model-control-mode=poll); None = none"
     )
