@@ -14,6 +14,7 @@ import shutil
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from avlops.registry.register import register_model
 from avlops.registry.store import Registry
 from avlops.rollout.controller import Controller, RolloutState
 from avlops.rollout.platform import Platform, down, load
-from avlops.serving.client import ServingClient, ServingError
+from avlops.serving.client import PermissionDeniedError, ServingClient, ServingError
 from serving_data import Deployment
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -190,6 +191,57 @@ def test_platform_serves_through_one_address_and_binds_loopback(world: World) ->
     envoy = yaml.safe_load((world.workdir / "envoy.yaml").read_text())
     assert envoy["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert p.envoy().weights() == {"blue": 100, "green": 0}
+
+
+def test_the_public_endpoint_is_an_allowlist_of_the_ensembles_health_and_metadata(world: World) -> None:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    p = world.platform()
+    health = p.slots["blue"].health
+    with urllib.request.urlopen(f"http://127.0.0.1:{health}/status", timeout=5) as r:
+        assert json.loads(r.read())["ready"] is True  # the slot is an avlops serve supervisor, probes passing
+    with ServingClient(p.address) as client:
+        assert client.search("a red circle", 3) and client.is_ready()
+        with pytest.raises(PermissionDeniedError):  # an internal model
+            client.infer("text_preprocess", {"text": np.array([[65, 66]], np.uint8)}, ["tokens"])
+        with pytest.raises(PermissionDeniedError):  # every model's configuration
+            client.served_version("search")
+    raw = grpcclient.InferenceServerClient(p.address)
+    assert raw.is_server_live() and raw.is_model_ready("search")
+    assert raw.get_model_metadata("caption").name == "caption"
+    denied = [
+        lambda: raw.register_system_shared_memory("x", "/anything", 64),
+        lambda: raw.get_model_repository_index(),
+        lambda: raw.get_inference_statistics(),
+        lambda: raw.get_model_metadata("text_encoder"),
+        lambda: raw.update_log_settings({"log_verbose_level": 1}),
+    ]
+    for call in denied:
+        with pytest.raises(InferenceServerException) as err:
+            call()
+        assert err.value.status() == "StatusCode.PERMISSION_DENIED", err.value
+    raw.close()
+
+    def http(path: str, data: bytes | None = None) -> int:
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(f"http://{p.address}{path}", data=data), timeout=10
+            ) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    assert [http(x) for x in ("/v2/health/ready", "/v2", "/v2/models/search", "/v2/models/search/ready")] == [200] * 4
+    for path, data in (
+        ("/v2/models/text_preprocess/infer", b"{}"),
+        ("/v2/models/search/config", None),
+        ("/v2/systemsharedmemory/region/x/register", b'{"key": "/x", "offset": 0, "byte_size": 8}'),
+        ("/v2/repository/index", b"{}"),
+        ("/v2/models/stats", None),
+    ):
+        assert http(path, data) == 403, path
 
 
 def test_refusals_start_nothing(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

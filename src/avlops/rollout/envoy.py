@@ -8,8 +8,10 @@ listener speaks HTTP/1.1 and HTTP/2 (gRPC): requests with a ``content-type: appl
 gRPC clusters, the rest to the HTTP ones, each through ``weighted_clusters`` whose weights are the runtime keys
 ``routing.avl.<cluster>`` (static layer: everything on blue; ``POST /runtime_modify`` overrides in the admin layer).
 
-From platform-facts (verified on Triton 2.51 + Envoy 1.40): active health checks ``GET /v2/health/ready`` on each
-server's HTTP port with ``reuse_connection: false`` (a terminating Triton keeps saying ready on open connections);
+From platform-facts (verified on Triton 2.51 + Envoy 1.40): active health checks ``GET /v2/health/ready`` with
+``reuse_connection: false`` (a terminating Triton keeps saying ready on open connections), sent to each server's
+supervisor (``Upstream.health_port``: the readiness that real inference probes decide, so a server whose model
+process died is drained; :mod:`avlops.serving.supervisor`);
 retries on ``grpc-status: 5`` (a draining Triton unloads its ensembles first) and on resets/refusals to another host;
 per-cluster latency histograms with fine buckets (``stats_config``). The admin endpoint binds 127.0.0.1 only.
 
@@ -18,6 +20,14 @@ models refuse, so Envoy's buffer filter refuses any request over ``max_request_b
 :func:`avlops.serving.params.request_limit`) before a byte reaches a server: gRPC clients get RESOURCE_EXHAUSTED
 (not retried) and HTTP clients 413, each with a message naming the limit. Envoy runs
 in its own session (``setsid``), survives the shell that started it, and is stopped by its pid.
+
+**The public surface is an allowlist** (Envoy's RBAC filter; anything else is refused with HTTP 403, which gRPC
+clients see as PERMISSION_DENIED): gRPC ``ModelInfer``, ``ModelReady`` and ``ModelMetadata`` of the ensembles
+clients call (:data:`PUBLIC_MODELS`; the model name is read from the request's protobuf by Envoy's gRPC field
+extraction filter, with Triton's own service descriptor) and ``ServerLive`` / ``ServerReady`` / ``ServerMetadata``;
+over HTTP ``/v2``, ``/v2/health/{live,ready}`` and ``/v2/models/<public model>[/versions/N][/ready|/infer]``. So
+internal models (``text_preprocess``, the encoders, ...), every model's configuration, statistics, the repository,
+shared-memory, trace and logging APIs are not reachable through the proxy.
 """
 
 from __future__ import annotations
@@ -34,16 +44,19 @@ from typing import Any
 import yaml
 
 from avlops.rollout.daemon import Daemon, DaemonError
+from avlops.serving.contract import CAPTION, EMBED_CLIP, EMBED_CLIP_ARRAYS, EMBED_TEXT, SEARCH
 from avlops.serving.params import ServingLimits, request_limit
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
+    "PUBLIC_MODELS",
     "SLOTS",
     "EnvoyError",
     "EnvoyProxy",
     "Upstream",
     "envoy_binary",
     "render_config",
+    "write_triton_descriptor",
 ]
 
 SLOTS = ("blue", "green")
@@ -53,6 +66,10 @@ LATENCY_BUCKETS_MS = [1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 30
 
 _TYPE = "type.googleapis.com/envoy.extensions."
 DEFAULT_MAX_REQUEST_BYTES = request_limit(ServingLimits())
+PUBLIC_MODELS = (EMBED_TEXT, EMBED_CLIP, EMBED_CLIP_ARRAYS, SEARCH, CAPTION)
+_GRPC_SERVICE = "inference.GRPCInferenceService"
+_EXTRACTION = "envoy.filters.http.grpc_field_extraction"
+DESCRIPTOR_NAME = "triton_grpc.pb"
 
 
 class EnvoyError(RuntimeError):
@@ -61,11 +78,13 @@ class EnvoyError(RuntimeError):
 
 @dataclass(frozen=True)
 class Upstream:
-    """One Triton server behind a slot: its gRPC and HTTP ports on ``host``."""
+    """One Triton server behind a slot: its gRPC and HTTP ports on ``host``, and the port of its supervisor's health
+    endpoint (``/v2/health/ready``; 0: Triton's own HTTP port)."""
 
     host: str
     grpc_port: int
     http_port: int
+    health_port: int = 0
 
 
 def envoy_binary() -> Path:
@@ -86,7 +105,7 @@ def _endpoints(up: Upstream, port: int, priority: int) -> dict[str, Any]:
             {
                 "endpoint": {
                     "address": {"socket_address": {"address": up.host, "port_value": port}},
-                    "health_check_config": {"port_value": up.http_port},
+                    "health_check_config": {"port_value": up.health_port or up.http_port},
                 }
             }
         ],
@@ -225,14 +244,114 @@ def _size_limit(max_request_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]
     return buffer, {"mappers": mappers}
 
 
+def write_triton_descriptor(path: Path) -> Path:
+    """Triton's gRPC service as a ``FileDescriptorSet`` (from tritonclient's generated modules): what the field
+    extraction filter parses requests with."""
+    from google.protobuf import descriptor_pb2
+    from tritonclient.grpc import service_pb2
+
+    files = descriptor_pb2.FileDescriptorSet()
+    seen: set[str] = set()
+
+    def add(fd: Any) -> None:
+        if fd.name in seen:
+            return
+        seen.add(fd.name)
+        for dep in fd.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        files.file.append(proto)
+
+    add(service_pb2.DESCRIPTOR)
+    path.write_bytes(files.SerializeToString())
+    return path
+
+
+def _extraction_filter(descriptor: Path) -> dict[str, Any]:
+    """Envoy's gRPC field extraction: the model a request names, as dynamic metadata for the RBAC filter."""
+    fields = {"ModelInfer": "model_name", "ModelReady": "name", "ModelMetadata": "name"}
+    return {
+        "name": _EXTRACTION,
+        "typed_config": {
+            "@type": _TYPE + "filters.http.grpc_field_extraction.v3.GrpcFieldExtractionConfig",
+            "descriptor_set": {"filename": str(descriptor)},
+            "extractions_by_method": {
+                f"{_GRPC_SERVICE}.{method}": {"request_field_extractions": {field: {}}}
+                for method, field in fields.items()
+            },
+        },
+    }
+
+
+def _rbac_filter() -> dict[str, Any]:
+    """The allowlist of the module docstring: everything not named here gets 403 / PERMISSION_DENIED."""
+
+    def path(exact: str) -> dict[str, Any]:
+        return {"url_path": {"path": {"exact": exact}}}
+
+    def named(method: str, field: str) -> dict[str, Any]:
+        public = {"or_match": {"value_matchers": [{"string_match": {"exact": m}} for m in PUBLIC_MODELS]}}
+        return {
+            "and_rules": {
+                "rules": [
+                    path(f"/{_GRPC_SERVICE}/{method}"),
+                    {
+                        "metadata": {
+                            "filter": _EXTRACTION,
+                            "path": [{"key": field}],
+                            "value": {"list_match": {"one_of": public}},
+                        }
+                    },
+                ]
+            }
+        }
+
+    models = "|".join(PUBLIC_MODELS)
+    http = rf"/v2|/v2/health/(live|ready)|/v2/models/({models})(/versions/[0-9]+)?(/ready|/infer)?"
+    anyone = [{"any": True}]
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": _TYPE + "filters.http.rbac.v3.RBAC",
+            "rules": {
+                "action": "ALLOW",
+                "policies": {
+                    "grpc-public-models": {
+                        "permissions": [
+                            named("ModelInfer", "model_name"),
+                            named("ModelReady", "name"),
+                            named("ModelMetadata", "name"),
+                        ],
+                        "principals": anyone,
+                    },
+                    "grpc-health": {
+                        "permissions": [
+                            path(f"/{_GRPC_SERVICE}/{m}") for m in ("ServerLive", "ServerReady", "ServerMetadata")
+                        ],
+                        "principals": anyone,
+                    },
+                    "http-public": {
+                        "permissions": [{"url_path": {"path": {"safe_regex": {"regex": http}}}}],
+                        "principals": anyone,
+                    },
+                },
+            },
+        },
+    }
+
+
 def render_config(
     listen_port: int,
     admin_port: int,
     upstreams: dict[str, Upstream],
     host: str = "127.0.0.1",
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    *,
+    descriptor: Path,
 ) -> dict[str, Any]:
-    """Envoy's bootstrap configuration (see the module docstring). ``upstreams`` maps each slot to its server."""
+    """Envoy's bootstrap configuration (see the module docstring). ``upstreams`` maps each slot to its server;
+    ``descriptor`` is Triton's gRPC descriptor set (:func:`write_triton_descriptor`; the allowlist needs it)."""
     if set(upstreams) != set(SLOTS):
         raise EnvoyError(f"give an upstream for each slot {SLOTS}, got {sorted(upstreams)}")
     if max_request_bytes < 1:
@@ -268,6 +387,8 @@ def render_config(
                     "stats_for_all_methods": True,
                 },
             },
+            _extraction_filter(descriptor),
+            _rbac_filter(),
             *(_fault_filter(slot) for slot in SLOTS),
             {
                 "name": "envoy.filters.http.router",
@@ -341,13 +462,15 @@ class EnvoyProxy:
     def start(self, timeout_s: float = 30.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "envoy.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                render_config(
-                    self.listen_port, self.admin_port, self.upstreams, max_request_bytes=self.max_request_bytes
-                )
-            )
+        descriptor = write_triton_descriptor(self.workdir / DESCRIPTOR_NAME)
+        rendered = render_config(
+            self.listen_port,
+            self.admin_port,
+            self.upstreams,
+            max_request_bytes=self.max_request_bytes,
+            descriptor=descriptor,
         )
+        config.write_text(yaml.safe_dump(rendered))
         cmd = [
             str(envoy_binary()),
             "-c",

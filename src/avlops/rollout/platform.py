@@ -6,14 +6,17 @@ configuration and data. Ports are chosen once, at :func:`up`: each slot keeps it
 its whole life, so Envoy's configuration never changes and a canary started later in a slot is found where Envoy
 expects it. Every process binds 127.0.0.1 and runs detached; :func:`down` stops them all.
 
-A slot's server is Triton on the registry's ``v<V>`` configurations (model control off, restricted admin APIs, as
-``avlops serve`` runs it), started detached and ready when its ``/v2/health/ready`` answers 200 on a fresh
-connection.
+A slot's process is ``avlops serve --version V`` (the supervisor of :mod:`avlops.serving.supervisor`: Triton on the
+registry's ``v<V>`` configurations, model control off, admin APIs closed), started detached and ready when its
+supervisor's ``/v2/health/ready`` answers 200, i.e. once every ensemble answered a real request. Envoy health-checks
+that same endpoint, so a slot whose model process died is drained, and the supervisor restarts it. Stopping a slot
+sends SIGTERM to its supervisor, which drains (readiness false, in-flight requests finished) before Triton stops.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from avlops.rollout.envoy import DEFAULT_MAX_REQUEST_BYTES, SLOTS, EnvoyProxy, U
 from avlops.serving.bundle import ServingBundle
 from avlops.serving.contract import TEXT_PREPROCESS
 from avlops.serving.params import request_limit
-from avlops.serving.server import TritonServer, free_port
+from avlops.serving.server import free_port
 
 __all__ = ["Platform", "PlatformError", "SlotPorts", "down", "load", "up"]
 
@@ -44,6 +47,7 @@ class SlotPorts(BaseModel):
     grpc: int
     http: int
     metrics: int
+    health: int = 0  # the supervisor's readiness endpoint (0: a platform from before supervision, Triton's HTTP)
 
 
 class Platform(BaseModel):
@@ -67,7 +71,7 @@ class Platform(BaseModel):
         return Path(self.workdir)
 
     def envoy(self) -> EnvoyProxy:
-        ups = {s: Upstream("127.0.0.1", p.grpc, p.http) for s, p in self.slots.items()}
+        ups = {s: Upstream("127.0.0.1", p.grpc, p.http, p.health) for s, p in self.slots.items()}
         return EnvoyProxy(self.root, self.envoy_port, self.envoy_admin_port, ups, self.max_request_bytes)
 
     def prometheus(self) -> PrometheusServer:
@@ -118,27 +122,40 @@ class Platform(BaseModel):
         write_triton_targets(self.root, targets)
 
     def start_server(self, slot: str, version: int, track: str, timeout_s: float = 300.0) -> None:
-        """Serve ``version`` in ``slot`` with a detached Triton server and wait until it is ready; record it.
-
-        The slot's process is ``tritonserver`` itself (model control off, restricted admin APIs, as ``avlops
-        serve`` runs it), so stopping or killing the slot reaches the server and its python-backend stubs."""
+        """Serve ``version`` in ``slot`` with a detached ``avlops serve`` and wait until its supervisor says ready
+        (every ensemble answered); record it."""
         p = self.slots[slot]
-        server = TritonServer(
-            Path(self.registry) / "models",
-            config_name=f"v{version}",
-            grpc_port=p.grpc,
-            http_port=p.http,
-            metrics_port=p.metrics,
-        )
-        cmd, env = server.launch(self.root / "slots" / slot)
-        self.server(slot).start(cmd, lambda: _ready(p.http), timeout_s=timeout_s, env=env, port=p.http)
+        folder = self.root / "slots" / slot
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "avlops",
+            "serve",
+            "--repository",
+            self.registry,
+            "--version",
+            str(version),
+            "--grpc-port",
+            str(p.grpc),
+            "--http-port",
+            str(p.http),
+            "--metrics-port",
+            str(p.metrics),
+            "--health-port",
+            str(p.health),
+            "--log",
+            str(folder / "tritonserver.log"),
+        ]
+        # ready when its supervisor (this daemon's own session, not another process on the port) says so
+        self.server(slot).start(cmd, lambda: _ready(p.health or p.http), timeout_s=timeout_s, port=p.health or None)
         self.versions[slot] = version
         self.tracks[slot] = track
         self.save()
         self.write_targets()
 
     def stop_server(self, slot: str) -> None:
-        self.server(slot).stop(timeout_s=60)
+        self.server(slot).stop(timeout_s=90)  # the supervisor drains first
         self.versions.pop(slot, None)
         self.tracks.pop(slot, None)
         self.save()
@@ -190,7 +207,9 @@ def up(
         envoy_admin_port=free_port(),
         prometheus_port=free_port(),
         pushgateway_port=free_port(),
-        slots={s: SlotPorts(grpc=free_port(), http=free_port(), metrics=free_port()) for s in SLOTS},
+        slots={
+            s: SlotPorts(grpc=free_port(), http=free_port(), metrics=free_port(), health=free_port()) for s in SLOTS
+        },
         max_request_bytes=limit,
     )
     platform.save()
@@ -221,6 +240,6 @@ def down(workdir: Path) -> None:
     platform.prometheus().stop()
     platform.envoy().stop()
     for slot in SLOTS:
-        platform.server(slot).stop(timeout_s=60)
+        platform.server(slot).stop(timeout_s=90)
     platform.pushgateway().stop()
     path.replace(workdir / "platform.down.json")
