@@ -79,14 +79,21 @@ def test_the_cluster_uses_the_same_steps_queries_and_rules(tree: Path) -> None:
     (rule,) = by_kind["PrometheusRule"]
     assert rule["spec"]["groups"] == yaml.safe_load((rules_dir() / "avlops.yml").read_text())["groups"]
     pod = rollout["spec"]["template"]["spec"]
-    (triton,) = pod["containers"]
+    triton, probe = pod["containers"]
     assert "--model-control-mode=none" in triton["args"] and "--strict-readiness=true" in triton["args"]
-    assert {"livenessProbe", "readinessProbe", "startupProbe"} <= set(triton)
+    # the probes read the inference-probe sidecar (avlops serve --watch), the check avlops serve heals on
+    assert probe["command"] == ["avlops", "serve", "--watch", "127.0.0.1:8001"]
+    assert {p["name"]: p["containerPort"] for p in probe["ports"]} == {"health": 8003}
+    for kind, path in (("startupProbe", "ready"), ("readinessProbe", "ready"), ("livenessProbe", "live")):
+        assert triton[kind]["httpGet"] == {"path": f"/v2/health/{path}", "port": 8003}
+    # admin APIs closed, no key anywhere (Triton would take one only on its command line)
+    restricted = [a for a in triton["args"] if "restricted" in a]
+    assert len(restricted) == 2 and all(a.endswith(":admin apis closed=\n") for a in restricted)
     assert pod["securityContext"]["runAsNonRoot"] and triton["securityContext"]["readOnlyRootFilesystem"]
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert triton["image"] == "avlops-triton:gpu-v4"
     assert any(p["name"] == "metrics" for p in triton["ports"])
-    assert not any("TRITON_ADMIN_KEY" in str(e.get("value", "")) for e in triton["env"])  # from a Secret
+    assert not any("KEY" in e["name"] for e in triton["env"])
 
 
 def test_render_command(tmp_path: Path) -> None:

@@ -12,9 +12,14 @@
     kserve/          the alternative: a KServe ``InferenceService`` on its Triton runtime, with a canary share
 
 The Triton container is hardened as the local launcher runs it: model control off, repository / shared-memory /
-trace / logging APIs restricted to a header whose key comes from a Secret (Triton 2.51 only takes it on its command
-line), strict readiness, liveness / readiness / startup probes, non-root with a read-only root filesystem and no
-capabilities, requests and limits, and a named metrics port. Argo labels canary and stable pods ``track: canary`` /
+trace / logging APIs closed (restricted to a header no client can send: Triton 2.51 takes a key only on its command
+line, so there is no key), strict readiness, non-root with a read-only root filesystem and no capabilities, requests
+and limits, and a named metrics port. Its probes use the same check as ``avlops serve``: a ``probe`` sidecar
+(``avlops serve --watch 127.0.0.1:8001``, :class:`avlops.serving.supervisor.Watcher`) sends a tiny real request to
+every public ensemble every 2 s and serves the result on port 8003; the Triton container's startup and readiness
+probes read its ``/v2/health/ready`` (so a server whose model process died leaves the Service's endpoints) and its
+liveness probe ``/v2/health/live``, which fails after two failed inference probes in a row, so the kubelet restarts
+the Triton container (the heal). Argo labels canary and stable pods ``track: canary`` /
 ``track: stable`` (``canaryMetadata`` / ``stableMetadata``), which is how the cluster's series get the ``track``
 label the local Prometheus gets from its target file.
 """
@@ -34,11 +39,15 @@ APP = "avl-search"
 IMAGE = "avlops-triton"  # the serving image (infra/docker); overlays pin its tag
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 RESTRICTED = "model-repository,shared-memory,trace,logging"
+CLOSED = f"{RESTRICTED}:admin apis closed=\n"  # as avlops.serving.server: a header no client can send
+HEALTH_PORT = 8003
 LABELS = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "avlops"}
 
 
 def _container(version: int) -> dict[str, Any]:
-    probe = {"port": "http"}
+    def probe(path: str) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": HEALTH_PORT}}  # the probe sidecar's endpoint
+
     return {
         "name": "triton",
         "image": f"{IMAGE}:latest",
@@ -50,24 +59,18 @@ def _container(version: int) -> dict[str, Any]:
             "--strict-readiness=true",
             "--disable-auto-complete-config",
             "--exit-timeout-secs=30",
-            f"--http-restricted-api={RESTRICTED}:avlops-admin-key=$(TRITON_ADMIN_KEY)",
-            f"--grpc-restricted-protocol={RESTRICTED}:avlops-admin-key=$(TRITON_ADMIN_KEY)",
+            f"--http-restricted-api={CLOSED}",
+            f"--grpc-restricted-protocol={CLOSED}",
         ],
-        "env": [
-            {
-                "name": "TRITON_ADMIN_KEY",
-                "valueFrom": {"secretKeyRef": {"name": "avl-triton-admin", "key": "key"}},
-            },
-            {"name": "OMP_NUM_THREADS", "value": "1"},
-        ],
+        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
         "ports": [
             {"name": "http", "containerPort": 8000, "protocol": "TCP"},
             {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
             {"name": "metrics", "containerPort": 8002, "protocol": "TCP"},
         ],
-        "startupProbe": {"httpGet": {"path": "/v2/health/ready", **probe}, "periodSeconds": 5, "failureThreshold": 60},
-        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", **probe}, "periodSeconds": 5, "failureThreshold": 2},
-        "livenessProbe": {"httpGet": {"path": "/v2/health/live", **probe}, "periodSeconds": 10, "failureThreshold": 3},
+        "startupProbe": {**probe("/v2/health/ready"), "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {**probe("/v2/health/ready"), "periodSeconds": 2, "failureThreshold": 1},
+        "livenessProbe": {**probe("/v2/health/live"), "periodSeconds": 5, "failureThreshold": 1},
         "resources": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
         "securityContext": {
             "runAsNonRoot": True,
@@ -80,6 +83,24 @@ def _container(version: int) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "shm", "mountPath": "/dev/shm"},
         ],
+    }
+
+
+def _probe_sidecar() -> dict[str, Any]:
+    """``avlops serve --watch``: the inference probe of the Triton container next to it, on port 8003."""
+    return {
+        "name": "probe",
+        "image": f"{IMAGE}:latest",
+        "command": ["avlops", "serve", "--watch", "127.0.0.1:8001"],
+        "args": ["--host", "0.0.0.0", "--health-port", str(HEALTH_PORT), "--probe-interval", "2"],
+        "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
 
 
@@ -96,7 +117,7 @@ def _pod_template(version: int) -> dict[str, Any]:
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "terminationGracePeriodSeconds": 45,
-            "containers": [_container(version)],
+            "containers": [_container(version), _probe_sidecar()],
             "volumes": [
                 {"name": "models", "persistentVolumeClaim": {"claimName": "avl-registry", "readOnly": True}},
                 {"name": "tmp", "emptyDir": {}},
