@@ -9,7 +9,9 @@ healthy" (platform-facts). So readiness here is the supervisor's own:
   ``embed_text``, ``embed_clip``, ``embed_clip_arrays``, ``caption``) straight to the server, which between them
   reach every model process. A failed probe turns readiness false at once (the health endpoint answers 503, so a
   proxy's active health check drains the server; Kubernetes' readiness probe reads the same endpoint).
-- **Heal**: after ``heal_after`` failed probes in a row (or when Triton itself exited) the server is restarted on the
+- **Heal**: after ``heal_after`` failed probes in a row (a probe that timed out counts a third: an overloaded server
+  is drained at once, restarted only if it stays silent three times as long), or when Triton itself exited, the
+  server is restarted on the
   same ports: SIGTERM, SIGKILL after ``restart_grace_s``, its shared memory removed, started again, probed; ready again
   only when the probes pass. Restarting the model alone would need Triton's model-repository API, which stays closed
   (:mod:`avlops.serving.server`). After ``max_restarts`` restarts that never served, the supervisor gives up: live
@@ -49,11 +51,19 @@ _STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 
 
 class ProbeFailure(RuntimeError):
-    """A probe request failed; ``model`` names the dead model process when Triton said which."""
+    """A probe request failed; ``model`` names the dead model process when Triton said which; ``timeout``: it
+    answered nothing within the probe's deadline (a hung model, or only an overloaded server)."""
 
-    def __init__(self, message: str, model: str | None = None) -> None:
+    def __init__(self, message: str, model: str | None = None, *, timeout: bool = False) -> None:
         super().__init__(message)
         self.model = model
+        self.timeout = timeout
+
+    @property
+    def weight(self) -> float:
+        """How much this failure counts towards a restart: a timeout a third of an error, so an overloaded server
+        is drained at once but restarted (which would only add load) only after three times as long."""
+        return 1 / 3 if self.timeout else 1.0
 
 
 def probe_media(seconds: float = 0.5, rate: int = 16000) -> bytes:
@@ -94,7 +104,8 @@ class Probe:
                 except ServingError as err:
                     stub = _STUB.search(str(err))
                     dead = re.sub(r"_\d+_\d+$", "", stub.group(1)) if stub else None
-                    raise ProbeFailure(f"{name}: {err}", dead) from err
+                    timeout = err.status == "DEADLINE_EXCEEDED"
+                    raise ProbeFailure(f"{name}: {err}", dead, timeout=timeout) from err
 
 
 def serve_health(
@@ -154,7 +165,7 @@ class _State:
     restarts: int = 0
     heals: list[dict[str, Any]] = field(default_factory=list)
     last_error: str | None = None
-    failures: int = 0
+    failures: float = 0.0  # failed probes in a row, timeouts weighing a third (ProbeFailure.weight)
 
 
 class Supervisor:
@@ -300,12 +311,12 @@ class Supervisor:
                     self._set("serving")
                     continue
                 with self._lock:
-                    self.status.failures += 1
+                    self.status.failures += failure.weight
                     failures = self.status.failures
                 self._set("failing", str(failure))
                 who = f" (model process of {failure.model} died)" if failure.model else ""
                 self.say(f"probe failed{who}: not ready: {str(failure).splitlines()[0]}")
-                if failures >= self.settings.heal_after and not self._heal(
+                if failures >= self.settings.heal_after - 1e-9 and not self._heal(
                     f"{failure.model or 'a model'} failing: {str(failure).splitlines()[0][:200]}"
                 ):
                     break
@@ -376,7 +387,7 @@ class Watcher:
         self.stop_event = stop or threading.Event()
         self.say = say or (lambda line: print(line, flush=True))
         self.passed = False
-        self.failures = 0
+        self.failures = 0.0
         self.last_error: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
@@ -388,7 +399,7 @@ class Watcher:
             s.host,
             s.health_port,
             ready=lambda: self.passed,
-            live=lambda: self.failures < s.heal_after,
+            live=lambda: self.failures < s.heal_after - 1e-9,
             snapshot=self.snapshot,
         )
         self.say(f"probing {self.grpc} every {s.probe_interval_s:g} s; health on port {http.server_address[1]}")
@@ -397,12 +408,13 @@ class Watcher:
                 try:
                     Probe(self.grpc, s.probe_timeout_s)()
                 except Exception as err:  # ProbeFailure, or the server not there (starting, restarting)
-                    self.passed, self.failures, self.last_error = False, self.failures + 1, str(err)
-                    self.say(f"probe failed ({self.failures} in a row): {str(err).splitlines()[0][:300]}")
+                    weight = err.weight if isinstance(err, ProbeFailure) else 1.0
+                    self.passed, self.failures, self.last_error = False, self.failures + weight, str(err)
+                    self.say(f"probe failed ({self.failures:.2g} in a row): {str(err).splitlines()[0][:300]}")
                 else:
                     if not self.passed:
                         self.say("probes pass: ready")
-                    self.passed, self.failures = True, 0
+                    self.passed, self.failures = True, 0.0
                 if self.stop_event.wait(s.probe_interval_s):
                     return 0
         finally:
