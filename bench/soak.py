@@ -194,12 +194,12 @@ class Serving:
         self.thread = threading.Thread(target=self.supervisor.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + timeout_s
-        while not self.supervisor.ready():
+        while not self.supervisor.ready:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError(f"the supervised server did not become ready: {self.events[-5:]}")
             time.sleep(0.2)
         e = self.server.endpoints
-        return Upstream(e.host, e.grpc_port, e.http_port, self.supervisor.health_port)  # type: ignore[call-arg]
+        return Upstream(e.host, e.grpc_port, e.http_port, self.supervisor.health_port)
 
     def pid(self) -> int | None:
         process = self.server.process

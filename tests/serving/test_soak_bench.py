@@ -25,10 +25,13 @@ def test_soak_records_load_faults_latency_and_memory(tmp_path: Path) -> None:
     a = result["analysis"]
     assert set(a["served"]) == {"search", "embed_text", "clip"}, a["served"]
     assert a["stub_killed_at_s"] is not None  # the text_encoder stub was found and killed
-    # without self-healing, searches never recover; the errors after the kill are attributed to it, none elsewhere
+    # the errors after the kill (until searches succeed again: the supervisor restarts the server) are attributed to
+    # it, none elsewhere
     assert a["burst"] == {"RESOURCE_EXHAUSTED": 5}  # every oversized request refused at the proxy
     assert a["errors_outside_faults"] == {}, a["errors_outside_examples"]
     assert any(w["p50_ms_envoy"] == w["p50_ms_envoy"] for w in a["windows"])  # some window has Envoy latencies
-    assert len(result["samples"]) >= 3 and all(s["rss_mb"] > 0 for s in result["samples"])
+    # while the supervisor restarts the server there is no process tree to measure (NaN)
+    measured = [s["rss_mb"] for s in result["samples"] if s["rss_mb"] == s["rss_mb"]]
+    assert len(measured) >= 3 and all(rss > 0 for rss in measured)
     assert (tmp_path / "soak.png").stat().st_size > 0 and (tmp_path / "soak.md").is_file()
     assert done.returncode == 0, done.stdout[-2000:]
