@@ -462,6 +462,8 @@ def deploy(
     from avlops.rollout.params import DeployConfig, DeployMode
 
     cfg = _section(DeployConfig, config or {}, "deploy")
+    if manifests is not None:  # an output artifact must exist, or kfp.local's cache forgets the task (serve: empty)
+        manifests.mkdir(parents=True, exist_ok=True)
     if cfg.mode is DeployMode.ROLLOUT:
         return _roll_out(Path(repository), version, dataset, page, cfg, manifests or page.with_name("manifests"),
                          workspace=workspace, uri=uri)  # fmt: skip
