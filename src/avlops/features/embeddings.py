@@ -9,6 +9,8 @@ the local sqlite store, so nearest-neighbour search stays in the server (``catal
 
 from __future__ import annotations
 
+# first: Feast imported without typeguard instrumenting its classes (avlops.features.unchecked)
+import avlops.features.unchecked  # noqa: F401  # isort: skip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta

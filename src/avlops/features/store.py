@@ -8,6 +8,8 @@ local sqlite store and against shared stores on a cluster.
 
 from __future__ import annotations
 
+# first: Feast imported without typeguard instrumenting its classes (avlops.features.unchecked)
+import avlops.features.unchecked  # noqa: F401  # isort: skip
 import re
 import warnings
 from collections import defaultdict
