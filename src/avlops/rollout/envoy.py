@@ -341,6 +341,29 @@ def _rbac_filter() -> dict[str, Any]:
     }
 
 
+def _http_filters(buffer: dict[str, Any], descriptor: Path) -> list[dict[str, Any]]:
+    """The listener's filters in order: size limit, gRPC stats, the allowlist (field extraction then RBAC), the
+    per-slot fault injection, the router."""
+    return [
+        buffer,  # first: an oversized request is refused before any other filter or a server sees it
+        {
+            "name": "envoy.filters.http.grpc_stats",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+                "emit_filter_state": True,
+                "stats_for_all_methods": True,
+            },
+        },
+        _extraction_filter(descriptor),
+        _rbac_filter(),
+        *(_fault_filter(slot) for slot in SLOTS),
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        },
+    ]
+
+
 def render_config(
     listen_port: int,
     admin_port: int,
@@ -377,24 +400,7 @@ def render_config(
                 }
             ],
         },
-        "http_filters": [
-            buffer,  # first: an oversized request is refused before any other filter or a server sees it
-            {
-                "name": "envoy.filters.http.grpc_stats",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
-                    "emit_filter_state": True,
-                    "stats_for_all_methods": True,
-                },
-            },
-            _extraction_filter(descriptor),
-            _rbac_filter(),
-            *(_fault_filter(slot) for slot in SLOTS),
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-            },
-        ],
+        "http_filters": _http_filters(buffer, descriptor),
     }
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
