@@ -228,6 +228,7 @@ class TritonServer:
         scratch = Path(self._scratch.name)
         backends = _backend_dir(home, scratch / "backends")
         ports = [p or free_port(self.host) for p in self.ports]
+        self.ports = (ports[0], ports[1], ports[2])  # a restart (the supervisor's heal) keeps the endpoints
         self._endpoints = Endpoints(self.host, *ports)
         log = self.log_path or scratch / "tritonserver.log"
         self.log_path = log
