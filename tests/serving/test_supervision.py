@@ -177,12 +177,13 @@ def served(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 class Load:
     """Searches (and text embeddings) in ``threads`` loops with the project's client (which retries UNAVAILABLE);
-    every outcome is recorded with its time."""
+    every outcome is recorded with its time: a success when it ended, a failure with when it was sent and when it
+    ended (with retries a request spans seconds, so "during the fault" means it overlapped it)."""
 
     def __init__(self, address: str, threads: int = 2, retries: int = 3) -> None:
         self.address, self.retries = address, retries
         self.ok: list[float] = []
-        self.failed: list[tuple[float, ServingError]] = []
+        self.failed: list[tuple[float, float, ServingError]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
@@ -199,6 +200,7 @@ class Load:
     def _run(self, i: int) -> None:
         with ServingClient(self.address, retries=self.retries, timeout_s=30, backoff_s=0.2) as client:
             while not self._stop.is_set():
+                sent = time.monotonic()
                 try:
                     if i % 2:
                         client.embed_text(["a red circle moves left"])
@@ -206,7 +208,7 @@ class Load:
                         client.search("a red circle moves left", 3)
                     self.ok.append(time.monotonic())
                 except ServingError as err:
-                    self.failed.append((time.monotonic(), err))
+                    self.failed.append((sent, time.monotonic(), err))
 
     def wait_ok(self, n: int) -> None:
         target = len(self.ok) + n
@@ -302,8 +304,8 @@ def test_a_killed_model_process_is_detected_and_healed_under_load(served: Serve)
     # readiness went false after the kill and came back; every failed request fell between the kill and the heal
     codes_after = [code for t, code in watch.changes if t > killed_at]
     assert 503 in codes_after and codes_after[-1] == 200
-    assert all(killed_at <= t <= healed_at for t, _ in load.failed)
-    assert all(err.status in ("INTERNAL", "UNAVAILABLE") for _, err in load.failed), load.failed
+    assert all(sent <= healed_at and ended >= killed_at for sent, ended, _ in load.failed)
+    assert all(err.status in ("INTERNAL", "UNAVAILABLE") for _, _, err in load.failed), load.failed
     print(
         f"\nheal: {heal['seconds']} s from the first failed probe to serving again; "
         f"{len(load.failed)} failed and {len(load.ok)} served requests; readiness {codes_after}"
@@ -325,7 +327,7 @@ def test_sigterm_under_load_drains_exits_0_and_leaves_no_shared_memory(served: S
     # (retryable: the server is going away) reached a client
     false_at = next(t for t, c in watch.changes if c != 200)
     assert any(t > false_at for t in load.ok)
-    assert all(isinstance(err, ServerUnavailableError) for _, err in load.failed), [str(e) for _, e in load.failed]
+    assert all(isinstance(err, ServerUnavailableError) for _, _, err in load.failed), [str(e) for *_, e in load.failed]
     assert not list(SHM_DIR.glob(f"{prefix}*"))
     assert not any(_ppid(p) == served.process.pid for p, _ in _processes())
     print(f"\nstop under load: {len(load.ok)} served, {len(load.failed)} UNAVAILABLE after retries, exit 0")
