@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,30 +18,7 @@ import pytest
 import yaml
 
 from avlops.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-TINY = {
-    "synth": {"clips": 12, "seconds": 1.0, "fps": 4, "size": 32, "workers": 1, "test_fraction": 0.4},
-    "preprocess": {
-        "model": "tiny", "frames": 2, "eval_frames": 2, "workers": 1, "shard_size": 4,
-    },
-    # a 2-step model is not well above chance: the shipped checks off ({enabled: false}: a pipeline parameter cannot
-    # be null), one threshold keeps the gate closed-safe
-    "evaluate": {"beam_size": 1, "max_caption_len": 6,
-                 "bless": {"defaults": {"enabled": False},
-                           "thresholds": {"retrieval/t2av/R@1": {"min": 0.0}}}},
-    "train": {"model": "tiny", "steps": 2, "epochs": None, "batch_size": 4, "num_workers": 0, "checkpoint_every": 2,
-              "metrics": {"log_every": 1}},
-}  # fmt: skip
-ENV = {
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "avlops test",
-    "GIT_AUTHOR_EMAIL": "test@avlops.invalid",
-    "GIT_COMMITTER_NAME": "avlops test",
-    "GIT_COMMITTER_EMAIL": "test@avlops.invalid",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
+from tiny_project import ENV, scaffold
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,16 +33,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     root = tmp_path / "project"
-    root.mkdir()
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    for code in ("src", "configs"):  # the stages' code deps
-        shutil.copytree(REPO / code, root / code, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section] = {**params[section], **values}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    scaffold(root)
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "project"]):
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)
     monkeypatch.chdir(root)
