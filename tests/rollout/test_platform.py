@@ -10,6 +10,7 @@ Requests are counted throughout: none fails on the stable track.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import threading
@@ -32,6 +33,7 @@ from avlops.registry.store import Registry
 from avlops.rollout.controller import Controller, RolloutState
 from avlops.rollout.platform import Platform, down, load
 from avlops.serving.client import PermissionDeniedError, ServingClient, ServingError
+from avlops.serving.server import SHM_DIR, owner_tag, server_processes
 from serving_data import Deployment
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -354,7 +356,14 @@ def test_a_killed_canary_is_drained_and_the_rollout_aborted(world: World) -> Non
         assert world.cli("start", str(version), "--spec", str(world.spec), "--detach") == 0
         state = world.wait("the canary's weight", lambda s: s.weight == 50)
         ok_before = load_.ok
-        world.platform().server(state.canary_slot).signal(signal.SIGKILL)
+        canary = world.platform().server(state.canary_slot)
+        supervisor = canary.pid()
+        assert supervisor is not None
+        stubs = [p for p in server_processes(supervisor) if b"python_backend_stub" in _cmdline(p)]
+        assert stubs, "the canary's server runs python-backend stubs"
+        for pid in stubs:  # stubs that miss their server's death (as a stuck one does) must not outlive the slot
+            os.kill(pid, signal.SIGSTOP)
+        canary.signal(signal.SIGKILL)
         state = world.wait("the abort", lambda s: s.phase.value in ("Promoted", "Aborted"))
         while load_.ok < ok_before + 20:  # the stable keeps serving everything afterwards
             time.sleep(0.05)
@@ -363,6 +372,9 @@ def test_a_killed_canary_is_drained_and_the_rollout_aborted(world: World) -> Non
     assert state.phase.value == "Aborted"
     assert any("exited" in r for r in state.reasons)
     assert world.platform().versions == {world.platform().slot_of("stable"): next(iter(stable))}
+    # nothing of the killed server is left: no Triton, no stub, no python-backend region
+    assert server_processes(supervisor) == []
+    assert not list(SHM_DIR.glob(f"{owner_tag(supervisor)}*"))
     assert registry.status(version)["status"] == "failed"
     # the slot's cluster fails over to the other server, and retries of dropped requests go there too
     assert load_.failed == []
@@ -465,3 +477,10 @@ def test_the_pipeline_deploy_step_starts_a_rollout_of_the_version_it_registered(
     world.wait("the abort", lambda s: s.phase.value == "Aborted")
     with pytest.raises(StepFailed, match=rf"version {version} failed a rollout before: aborted by request"):
         hand_off(version, rollout)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -88,6 +88,13 @@ class Daemon:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
+    def recorded_pid(self) -> int | None:
+        """The pid the pid file records, running or not (None without a pid file)."""
+        try:
+            return int(json.loads(self.pid_path.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def pid(self) -> int | None:
         """The running process's pid, or None."""
         try:

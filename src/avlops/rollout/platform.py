@@ -15,6 +15,7 @@ sends SIGTERM to its supervisor, which drains (readiness false, in-flight reques
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import urllib.request
@@ -34,7 +35,9 @@ from avlops.rollout.envoy import DEFAULT_MAX_REQUEST_BYTES, SLOTS, EnvoyProxy, U
 from avlops.serving.bundle import ServingBundle
 from avlops.serving.contract import TEXT_PREPROCESS
 from avlops.serving.params import request_limit
-from avlops.serving.server import free_port
+from avlops.serving.server import free_port, stop_leftovers
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Platform", "PlatformError", "SlotPorts", "down", "load", "up"]
 
@@ -155,7 +158,7 @@ class Platform(BaseModel):
         self.write_targets()
 
     def stop_server(self, slot: str) -> None:
-        self.server(slot).stop(timeout_s=90)  # the supervisor drains first
+        halt_server(self.server(slot))
         self.versions.pop(slot, None)
         self.tracks.pop(slot, None)
         self.save()
@@ -165,6 +168,20 @@ class Platform(BaseModel):
         self.tracks[slot] = track
         self.save()
         self.write_targets()
+
+
+def halt_server(daemon: Daemon) -> None:
+    """Stop a slot's ``avlops serve`` (its supervisor drains first), then whatever its Triton left running: a
+    supervisor that was killed (SIGKILL, OOM) cannot stop the python-backend stubs of its server, and a stub that
+    misses its parent's death would serve nobody and hold memory until the machine restarts."""
+    owner = daemon.recorded_pid()
+    daemon.stop(timeout_s=90)
+    if owner is not None:
+        killed = stop_leftovers(owner)
+        if killed:
+            log.warning(
+                "%s: stopped %d process(es) its killed supervisor (pid %d) left running", daemon.name, killed, owner
+            )
 
 
 def _ready(http_port: int) -> bool:
@@ -240,6 +257,6 @@ def down(workdir: Path) -> None:
     platform.prometheus().stop()
     platform.envoy().stop()
     for slot in SLOTS:
-        platform.server(slot).stop(timeout_s=90)
+        halt_server(platform.server(slot))
     platform.pushgateway().stop()
     path.replace(workdir / "platform.down.json")

@@ -45,6 +45,9 @@ __all__ = [
     "TritonServer",
     "free_port",
     "http_ready",
+    "owner_tag",
+    "server_processes",
+    "stop_leftovers",
     "triton_home",
 ]
 
@@ -165,8 +168,9 @@ class TritonServer:
         self.poll_seconds = poll_seconds
         self.log_path = log_path
         self.exit_timeout_s = exit_timeout_s
-        # the python backend's regions of this server: /dev/shm/<prefix>*, private and removed at stop
-        self.shm_prefix = f"avlops_{os.getpid()}_{secrets.token_hex(4)}_"
+        # the python backend's regions of this server: /dev/shm/<prefix>*, private and removed at stop; the prefix
+        # starts with this process's tag, so leftovers of a process that was killed can be found (stop_leftovers)
+        self.shm_prefix = f"{owner_tag(os.getpid())}{secrets.token_hex(4)}_"
         self.process: subprocess.Popen[bytes] | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._endpoints: Endpoints | None = None
@@ -224,7 +228,7 @@ class TritonServer:
         if not self.model_repository.is_dir():
             raise ServerError(f"{self.model_repository}: no model repository")
         home = triton_home()
-        self._scratch = tempfile.TemporaryDirectory(prefix="avlops-triton-")
+        self._scratch = tempfile.TemporaryDirectory(prefix=scratch_prefix(os.getpid()))
         scratch = Path(self._scratch.name)
         backends = _backend_dir(home, scratch / "backends")
         ports = [p or free_port(self.host) for p in self.ports]
@@ -325,6 +329,69 @@ class TritonServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def owner_tag(pid: int) -> str:
+    """What every python-backend region (``/dev/shm``), and so every stub's and Triton's command line, of a server
+    started by process ``pid`` begins with."""
+    return f"avlops_{pid}_"
+
+
+def scratch_prefix(pid: int) -> str:
+    """The name prefix of the scratch folders (backends, default log) of servers started by process ``pid``."""
+    return f"avlops-triton-{pid}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+def server_processes(owner_pid: int) -> list[int]:
+    """The running Triton servers and python-backend stubs that :class:`TritonServer` objects of process
+    ``owner_pid`` started (found by :func:`owner_tag` in their command lines)."""
+    tag = owner_tag(owner_pid).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            # a stub's arguments name its region (<tag>...); Triton's name the prefix (shm-region-prefix-name=<tag>...)
+            if any(a.startswith(tag) or b"shm-region-prefix-name=" + tag in a for a in args) and _alive(int(proc.name)):
+                found.append(int(proc.name))
+    return sorted(found)
+
+
+def stop_leftovers(owner_pid: int, timeout_s: float = 30.0) -> int:
+    """What a killed owner left: kill the :func:`server_processes` of the ended process ``owner_pid``, wait until
+    they are gone, and remove its python-backend regions and server scratch folders; returns how many processes
+    were killed. Nothing is done while ``owner_pid`` runs (a live owner stops its own servers). Raises
+    :class:`ServerError` when one outlives ``timeout_s`` after SIGKILL (a process in uninterruptible sleep).
+
+    :meth:`TritonServer.stop` kills its server's whole group; a killed owner cannot. Its Triton dies with it
+    (``PR_SET_PDEATHSIG``), but a python-backend stub leaves only when its own health thread notices the parent's
+    death, which a stuck (or stopped) stub never does."""
+    if _alive(owner_pid):
+        return 0
+    pids = server_processes(owner_pid)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive:
+        raise ServerError(f"processes of the ended server owner {owner_pid} survive SIGKILL: {alive}")
+    for region in SHM_DIR.glob(f"{owner_tag(owner_pid)}*"):
+        with contextlib.suppress(FileNotFoundError):
+            region.unlink()
+    for folder in Path(tempfile.gettempdir()).glob(f"{scratch_prefix(owner_pid)}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(pids)
 
 
 def _die_with_parent() -> None:
