@@ -219,7 +219,12 @@ def analyse(
 ) -> dict[str, Any]:
     recovered_t = None
     if kill_t is not None:
-        after = [o.t for o in outcomes if o.kind in AFFECTED and o.status == "OK" and o.t >= kill_t]
+        # recovered: the first success sent after the fault was seen (a request sent just after the kill can still
+        # succeed before the dead model process is noticed, which is no recovery)
+        seen = min(
+            (o.t + o.latency_s for o in outcomes if o.status != "OK" and o.t + o.latency_s >= kill_t), default=kill_t
+        )
+        after = [o.t for o in outcomes if o.kind in AFFECTED and o.status == "OK" and o.t >= seen]
         recovered_t = min(after) if after else None
     fault_end = recovered_t if recovered_t is not None else float("inf")
 

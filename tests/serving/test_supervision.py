@@ -304,7 +304,15 @@ def test_a_killed_model_process_is_detected_and_healed_under_load(served: Serve)
     # readiness went false after the kill and came back; every failed request fell between the kill and the heal
     codes_after = [code for t, code in watch.changes if t > killed_at]
     assert 503 in codes_after and codes_after[-1] == 200
-    assert all(sent <= healed_at and ended >= killed_at for sent, ended, _ in load.failed)
+    # (until the load's first success after the heal: a client's connection to the restarted server may still be
+    # reconnecting when the status reports the heal)
+    served_again = min((t for t in load.ok if t > healed_at), default=float("inf"))
+    late = [(sent - killed_at, ended - killed_at, err) for sent, ended, err in load.failed]
+    assert all(sent <= served_again and ended >= killed_at for sent, ended, _ in load.failed), (
+        late,
+        healed_at - killed_at,
+        served_again - killed_at,
+    )
     assert all(err.status in ("INTERNAL", "UNAVAILABLE") for _, _, err in load.failed), load.failed
     print(
         f"\nheal: {heal['seconds']} s from the first failed probe to serving again; "
