@@ -42,6 +42,7 @@ from avlops.data.versioning import (
     status,
     uncommitted,
 )
+from tiny_project import ENV  # the same git and DVC environment as the pipeline and demo tests
 
 # `import dvc` installs logging handlers bound to the sys.stdout/stderr of that moment. Imported first inside a test,
 # they would hold that test's capture streams and raise on every later log line once those close; imported here, at
@@ -51,15 +52,6 @@ pytestmark = pytest.mark.filterwarnings(r"ignore::DeprecationWarning:dvc\..*")
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = VersioningConfig()  # the default: local remote ".dvc-storage" under the project root
-ENV = {
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "avlops test",
-    "GIT_AUTHOR_EMAIL": "test@avlops.invalid",
-    "GIT_COMMITTER_NAME": "avlops test",
-    "GIT_COMMITTER_EMAIL": "test@avlops.invalid",
-    "GIT_CONFIG_GLOBAL": os.devnull,  # no user hooks, signing or templates
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 TINY_SYNTH = {"clips": 6, "seconds": 1.0, "fps": 4, "size": 32, "workers": 1}
 
 
