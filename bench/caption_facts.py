@@ -5,7 +5,8 @@ GNMT length penalty 0.6, no repeated 3-grams, 30 tokens), then reads the caption
 ground truth in the manifest (``attributes``): a fact counts as right when the caption names the clip's value and
 no other value of that fact (a caption naming two shapes is wrong). ``sound`` is right when the caption names the
 clip's nonverbal sound kind (tone, hum, clicks, noise; none for speech-only clips) and the spoken digit (none for
-clips without speech), nothing else; ``all`` when colour, shape and sound are right.
+clips without speech), nothing else; ``all`` when colour, shape and sound are right; ``motion`` when the caption names
+the clip's direction and no other; ``sentence`` when all four are right (every fact a synthetic caption states).
 
     uv run python bench/caption_facts.py --run before=artifacts/train/small:data/preprocessed \\
         --run after=/tmp/new/train:/tmp/new/preprocessed --splits test train --out bench/results/caption_facts
@@ -44,7 +45,16 @@ SOUND_WORDS: dict[str, tuple[str, ...]] = {
     "clicks": ("click", "clicks", "clicking"),
     "noise": ("noise", "static"),
 }
-FACTS = ("colour", "shape", "sound", "all")
+#: The words captions use for each direction (avlops.data.synth.specs.MOTION_PHRASES).
+MOTION_WORDS: dict[str, tuple[str, ...]] = {
+    "left": ("left", "leftward"),
+    "right": ("right", "rightward"),
+    "up": ("up", "rises", "upward"),
+    "down": ("down", "falls", "downward"),
+}
+FACTS = ("colour", "shape", "sound", "all", "motion", "sentence")
+#: How many test captions per run the Markdown lists.
+LISTED = 12
 
 
 def named(caption: str) -> dict[str, set[str]]:
@@ -55,6 +65,7 @@ def named(caption: str) -> dict[str, set[str]]:
         "shape": {s for s in SHAPES if s in words},
         "sound": {k for k, ws in SOUND_WORDS.items() if words & set(ws)},
         "word": {w for w in WORDS if w in words},
+        "motion": {m for m, ws in MOTION_WORDS.items() if words & set(ws)},
     }
 
 
@@ -70,6 +81,8 @@ def judge(caption: str, attributes: Mapping[str, Any]) -> dict[str, bool]:
         "sound": said["sound"] == truth_sound and said["word"] == truth_word,
     }
     out["all"] = all(out.values())
+    out["motion"] = said["motion"] == {attributes["motion"]}
+    out["sentence"] = out["all"] and out["motion"]
     return out
 
 
@@ -112,20 +125,32 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         *notes,
         *([""] if notes else []),
-        "| run | split | clips | colour | shape | sound | spoken digit | all three |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | split | clips | colour | shape | sound | spoken digit | all three | motion | all four |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, run in results["runs"].items():
         for split, s in run["splits"].items():
             n, r = s["clips"], s["right"]
             lines.append(
                 f"| {name} | {split} | {n} | {r['colour']} | {r['shape']} | {r['sound']} | "
-                f"{s['word_right']}/{s['speech_clips']} | {r['all']} |"
+                f"{s['word_right']}/{s['speech_clips']} | {r['all']} | {r.get('motion', '–')} | "
+                f"{r.get('sentence', '–')} |"
             )
-    lines += ["", "Test captions:", ""]
+    splits = sorted({split for run in results["runs"].values() for split in run["splits"]})
+    if len(splits) > 1:
+        lines += ["", f"Together ({' + '.join(splits)}), % of clips:", ""]
+        lines += [
+            "| run | clips | colour | shape | sound | all three | motion | all four |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, run in results["runs"].items():
+            n = sum(s["clips"] for s in run["splits"].values())
+            pct = {f: 100 * sum(s["right"].get(f, 0) for s in run["splits"].values()) / max(n, 1) for f in FACTS}
+            lines.append(f"| {name} | {n} | " + " | ".join(f"{pct[f]:.0f}" for f in FACTS) + " |")
+    lines += ["", f"Test captions (the first {LISTED} per run):", ""]
     for name, run in results["runs"].items():
-        for c, v in run["splits"].get("test", {}).get("captions", {}).items():
-            marks = " ".join(f for f in ("colour", "shape", "sound") if not v[f])
+        for c, v in list(run["splits"].get("test", {}).get("captions", {}).items())[:LISTED]:
+            marks = " ".join(f for f in ("colour", "shape", "sound", "motion") if not v.get(f, True))
             lines.append(f'- {name} {c}: "{v["caption"]}"' + (f" (wrong: {marks})" if marks else ""))
     lines += ["", *machine_table(results["machine"])]
     return "\n".join(lines) + "\n"
