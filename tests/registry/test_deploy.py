@@ -23,13 +23,14 @@ def test_deploy_and_query(deployment: Deployment, tmp_path: Path) -> None:
         deployment.data,
         rec["captions"][0],
         deployment.media(rec["clip_id"]),
+        audio_type=rec["audio_type"],
         cfg=RegisterConfig(repository=str(repository)),
         k=3,
     )
     assert report.version == 1 and report.aliases == {"champion": 1, "challenger": 1}
     assert [h.rank for h in report.hits] == [1, 2, 3]
     assert rec["clip_id"] in {h.clip_id for h in report.hits}
-    assert report.caption.strip()
+    assert report.caption.strip() and report.audio_type == rec["audio_type"] != "unknown"
     assert report.grpc.startswith("127.0.0.1:")
     assert set(report.seconds) == {"register", "startup", "search", "caption"}
     assert Registry(repository).card(1)["catalogue"]["clips"] == 12

@@ -473,8 +473,8 @@ def deploy(
         picked = pick_test_clip(_manifest(dataset))
         if picked is None:
             raise StepFailed(f"dataset {dataset}: no test clip with a video to query the served model with")
-        clip_id, query, media = picked
-        report = serve_and_query(Path(repository), version, query, media)
+        clip_id, query, media, audio_type = picked
+        report = serve_and_query(Path(repository), version, query, media, audio_type=audio_type)
         rec.notes.append(f"served v{version}: search and caption answered")
     lines = [
         f"# Served version {version}",
@@ -488,7 +488,7 @@ def deploy(
             for h in report.hits
         ],
         "",
-        f"**caption** of `{media.name}`: {report.caption!r}",
+        f"**caption** of `{media.name}` (audio type `{audio_type}`, from the manifest): {report.caption!r}",
     ]
     page.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {

@@ -14,7 +14,7 @@ import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from avlops.data.exclusions import read_exclusions
 from avlops.features.params import FeaturesConfig
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # Registering and building catalogues need torch; serving and querying do not, so the pipeline's deploy task (a process
 # of its own) imports only what serve_and_query uses.
 
-__all__ = ["DeployReport", "deploy_and_query", "pick_test_clip", "register_or_reuse", "serve_and_query"]
+__all__ = ["DeployReport", "QueryClip", "deploy_and_query", "pick_test_clip", "register_or_reuse", "serve_and_query"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class DeployReport:
     hits: list[SearchHit]
     clip: str
     caption: str
+    audio_type: str = "unknown"  # what the caption request told the model about the clip's sound
     seconds: dict[str, float] = field(default_factory=dict)  # register, startup, search, caption
     feast: dict[str, Any] | None = None  # the online lookup after publishing, when asked
 
@@ -53,15 +54,24 @@ class DeployReport:
         return asdict(self)
 
 
-def pick_test_clip(manifest: Path) -> tuple[str, str, Path] | None:
-    """The first test clip with a moving video: (clip id, its first caption, its media file)."""
+class QueryClip(NamedTuple):
+    """A clip to query a served model with, and what the manifest says of it."""
+
+    clip_id: str
+    caption: str  # its first caption: the search query
+    media: Path
+    audio_type: str  # the manifest's: the caption request passes it, as training and evaluation did
+
+
+def pick_test_clip(manifest: Path) -> QueryClip | None:
+    """The first test clip with a moving video."""
     from avlops.data.manifest import read_manifest
     from avlops.data.schema import Split
 
     for located in read_manifest(manifest)[0]:
         rec = located.record
         if rec.split is Split.TEST and rec.video and not rec.is_still_image:
-            return rec.clip_id, rec.captions[0], manifest.parent / rec.video
+            return QueryClip(rec.clip_id, rec.captions[0], manifest.parent / rec.video, rec.audio_type.value)
     return None
 
 
@@ -100,9 +110,17 @@ def register_or_reuse(
 
 
 def serve_and_query(
-    repository: Path, version: int, query: str, clip: Path, *, serve: ServeConfig | None = None, k: int = 5
+    repository: Path,
+    version: int,
+    query: str,
+    clip: Path,
+    *,
+    audio_type: str = "unknown",
+    serve: ServeConfig | None = None,
+    k: int = 5,
 ) -> DeployReport:
-    """Serve ``version`` of ``repository`` on a local Triton server, search ``query``, caption ``clip``, stop."""
+    """Serve ``version`` of ``repository`` on a local Triton server, search ``query``, caption ``clip`` (telling the
+    model its ``audio_type``: with ``unknown`` CLIP4VLA's type token is the mixed one), stop."""
     serve = serve or ServeConfig(grpc_port=0, http_port=0, metrics_port=0)
     registry = Registry(repository)
     if version not in registry.versions():
@@ -124,7 +142,7 @@ def serve_and_query(
             hits = client.search(query, k)
             seconds["search"] = round(time.perf_counter() - t2, 3)
             t3 = time.perf_counter()
-            caption = client.caption(clip)
+            caption = client.caption(clip, audio_type)
             seconds["caption"] = round(time.perf_counter() - t3, 3)
         grpc = server.endpoints.grpc
     return DeployReport(
@@ -136,6 +154,7 @@ def serve_and_query(
         hits=hits,
         clip=str(clip),
         caption=caption.text,
+        audio_type=audio_type,
         seconds=seconds,
     )
 
@@ -147,13 +166,14 @@ def deploy_and_query(
     query: str,
     clip: Path,
     *,
+    audio_type: str = "unknown",
     cfg: RegisterConfig | None = None,
     serve: ServeConfig | None = None,
     features: FeaturesConfig | None = None,
     k: int = 5,
 ) -> DeployReport:
     """Register ``checkpoint`` (or a run folder: its newest) into ``cfg.repository`` unless these weights are already
-    registered there, serve that version, search ``query`` and caption ``clip``."""
+    registered there, serve that version, search ``query`` and caption ``clip`` (of ``audio_type``)."""
     from avlops.serving.catalogue import publish_catalogue
 
     cfg = cfg or RegisterConfig()
@@ -161,5 +181,5 @@ def deploy_and_query(
     version, catalogue, _ = register_or_reuse(checkpoint, eval_dir, data_dir, cfg)
     register_s = round(time.perf_counter() - t0, 2)
     feast = publish_catalogue(catalogue, version, features).example if features is not None else None
-    report = serve_and_query(Path(cfg.repository), version, query, clip, serve=serve, k=k)
+    report = serve_and_query(Path(cfg.repository), version, query, clip, audio_type=audio_type, serve=serve, k=k)
     return dataclasses.replace(report, seconds={"register": register_s, **report.seconds}, feast=feast)
