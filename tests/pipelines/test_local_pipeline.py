@@ -43,6 +43,7 @@ def test_pretrain_end_to_end(project: Path, capsys: pytest.CaptureFixture[str]) 
     assert [s for s, (status, _) in rows.items() if status != "ran"] == [], rows
     assert "▶ train ..." in out and "✓ train success in " in out  # each task and its time, as it runs
     assert "# Served version 1" in out and "**caption** of `" in out  # served on Triton, queried over gRPC
+    assert "(audio type `" in out and "(audio type `unknown`" not in out  # the clip's type, from the manifest
     card = json.loads((project / "artifacts/registry/versions/1/card.json").read_text())
     head = (project / ".git" / "refs" / "heads" / "main").read_text().strip()
     assert card["lineage"]["commit"] == head and card["lineage"]["path"] == "data/synth"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from avlops.registry.deploy import deploy_and_query
+from avlops.registry.deploy import QueryClip, deploy_and_query
 from avlops.registry.params import RegisterConfig
 from avlops.registry.store import Registry
 from serving_data import Deployment
@@ -21,9 +21,7 @@ def test_deploy_and_query(deployment: Deployment, tmp_path: Path) -> None:
         deployment.checkpoint,
         deployment.eval_dir,
         deployment.data,
-        rec["captions"][0],
-        deployment.media(rec["clip_id"]),
-        audio_type=rec["audio_type"],
+        QueryClip(rec["clip_id"], rec["captions"][0], deployment.media(rec["clip_id"]), rec["audio_type"]),
         cfg=RegisterConfig(repository=str(repository)),
         k=3,
     )

@@ -474,7 +474,7 @@ def deploy(
         if picked is None:
             raise StepFailed(f"dataset {dataset}: no test clip with a video to query the served model with")
         clip_id, query, media, audio_type = picked
-        report = serve_and_query(Path(repository), version, query, media, audio_type=audio_type)
+        report = serve_and_query(Path(repository), version, picked)
         rec.notes.append(f"served v{version}: search and caption answered")
     lines = [
         f"# Served version {version}",

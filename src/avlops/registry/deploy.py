@@ -110,17 +110,10 @@ def register_or_reuse(
 
 
 def serve_and_query(
-    repository: Path,
-    version: int,
-    query: str,
-    clip: Path,
-    *,
-    audio_type: str = "unknown",
-    serve: ServeConfig | None = None,
-    k: int = 5,
+    repository: Path, version: int, clip: QueryClip, *, serve: ServeConfig | None = None, k: int = 5
 ) -> DeployReport:
-    """Serve ``version`` of ``repository`` on a local Triton server, search ``query``, caption ``clip`` (telling the
-    model its ``audio_type``: with ``unknown`` CLIP4VLA's type token is the mixed one), stop."""
+    """Serve ``version`` of ``repository`` on a local Triton server, search ``clip.caption``, caption ``clip.media``
+    (telling the model ``clip.audio_type``: with ``unknown`` CLIP4VLA's type token is the mixed one), stop."""
     serve = serve or ServeConfig(grpc_port=0, http_port=0, metrics_port=0)
     registry = Registry(repository)
     if version not in registry.versions():
@@ -139,10 +132,10 @@ def serve_and_query(
         seconds["startup"] = round(time.perf_counter() - t1, 2)
         with ServingClient(server.endpoints.grpc) as client:
             t2 = time.perf_counter()
-            hits = client.search(query, k)
+            hits = client.search(clip.caption, k)
             seconds["search"] = round(time.perf_counter() - t2, 3)
             t3 = time.perf_counter()
-            caption = client.caption(clip, audio_type)
+            caption = client.caption(clip.media, clip.audio_type)
             seconds["caption"] = round(time.perf_counter() - t3, 3)
         grpc = server.endpoints.grpc
     return DeployReport(
@@ -150,11 +143,11 @@ def serve_and_query(
         aliases=registry.aliases(),
         card=str(registry.cards / str(version) / "card.json"),
         grpc=grpc,
-        query=query,
+        query=clip.caption,
         hits=hits,
-        clip=str(clip),
+        clip=str(clip.media),
         caption=caption.text,
-        audio_type=audio_type,
+        audio_type=clip.audio_type,
         seconds=seconds,
     )
 
@@ -163,17 +156,15 @@ def deploy_and_query(
     checkpoint: Path,
     eval_dir: Path,
     data_dir: Path,
-    query: str,
-    clip: Path,
+    clip: QueryClip,
     *,
-    audio_type: str = "unknown",
     cfg: RegisterConfig | None = None,
     serve: ServeConfig | None = None,
     features: FeaturesConfig | None = None,
     k: int = 5,
 ) -> DeployReport:
     """Register ``checkpoint`` (or a run folder: its newest) into ``cfg.repository`` unless these weights are already
-    registered there, serve that version, search ``query`` and caption ``clip`` (of ``audio_type``)."""
+    registered there, serve that version, search ``clip.caption`` and caption ``clip.media``."""
     from avlops.serving.catalogue import publish_catalogue
 
     cfg = cfg or RegisterConfig()
@@ -181,5 +172,5 @@ def deploy_and_query(
     version, catalogue, _ = register_or_reuse(checkpoint, eval_dir, data_dir, cfg)
     register_s = round(time.perf_counter() - t0, 2)
     feast = publish_catalogue(catalogue, version, features).example if features is not None else None
-    report = serve_and_query(Path(cfg.repository), version, query, clip, audio_type=audio_type, serve=serve, k=k)
+    report = serve_and_query(Path(cfg.repository), version, clip, serve=serve, k=k)
     return dataclasses.replace(report, seconds={"register": register_s, **report.seconds}, feast=feast)
