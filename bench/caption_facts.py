@@ -31,6 +31,7 @@ from machine import machine, machine_table
 
 from avlops.data.manifest import read_manifest
 from avlops.data.synth import COLOURS, SHAPES, WORDS
+from avlops.data.synth.specs import MOTION_PHRASES
 from avlops.evaluation.captioning import decode_tokens
 from avlops.evaluation.checkpoint import load_for_evaluation
 from avlops.evaluation.dataset import load_eval_set, resolve_manifest
@@ -45,13 +46,16 @@ SOUND_WORDS: dict[str, tuple[str, ...]] = {
     "clicks": ("click", "clicks", "clicking"),
     "noise": ("noise", "static"),
 }
-#: The words captions use for each direction (avlops.data.synth.specs.MOTION_PHRASES).
-MOTION_WORDS: dict[str, tuple[str, ...]] = {
-    "left": ("left", "leftward"),
-    "right": ("right", "rightward"),
-    "up": ("up", "rises", "upward"),
-    "down": ("down", "falls", "downward"),
-}
+
+
+def _motion_words() -> dict[str, frozenset[str]]:
+    """The words only one direction's phrases use (avlops.data.synth.specs.MOTION_PHRASES): "left", "rises", ..."""
+    words = {m: frozenset(w for phrase in phrases for w in phrase.split()) for m, phrases in MOTION_PHRASES.items()}
+    return {m: ws - frozenset().union(*(o for n, o in words.items() if n != m)) for m, ws in words.items()}
+
+
+#: The words captions use for each direction.
+MOTION_WORDS: dict[str, frozenset[str]] = _motion_words()
 FACTS = ("colour", "shape", "sound", "all", "motion", "sentence")
 #: How many test captions per run the Markdown lists.
 LISTED = 12

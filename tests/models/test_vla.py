@@ -147,9 +147,51 @@ def test_caption_logits_and_selected_positions(make_model, make_batch) -> None:
         logits = model.caption_logits(b.tokens, memory.feats, memory.mask)
         positions = text_token_mask(b.tokens)
         picked = model.caption_logits(b.tokens, memory.feats, memory.mask, positions)
-    assert memory.feats.shape == (2, 3, 32) and memory.mask.all()
+    frames, slices = 2, 1
+    changes = frames - 1 if model.cfg.decoder.frame_differences else 0
+    assert memory.feats.shape == (2, frames + changes + slices, 32) and memory.mask.all()
     assert logits.shape == (2, b.tokens.shape[1], 49409)  # CLIP vocab + [MASK]
     torch.testing.assert_close(picked, logits[positions])
+
+
+def _with_differences(cfg: VLAConfig, on: bool) -> VLAConfig:
+    return replace(cfg, decoder=replace(cfg.decoder, frame_differences=on))
+
+
+def test_frame_change_items_follow_the_frames_and_read_only_the_change(make_model, tiny_cfg) -> None:
+    """With ``decoder.frame_differences`` the memory holds F frames, then F-1 items of f[t+1] - f[t], then audio;
+    a change item is masked when either of its frames is, and depends on the change alone."""
+    model = make_model(cfg=_with_differences(tiny_cfg, True))
+    g = torch.Generator().manual_seed(0)
+    video, audio = torch.randn(2, 4, 32, generator=g), torch.randn(2, 1, 32, generator=g)
+    video_mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    with torch.no_grad():
+        memory = model.caption_memory(video, audio, video_mask)
+        shifted = model.caption_memory(video + torch.randn(32, generator=g), audio, video_mask)  # same changes
+        reversed_ = model.caption_memory(video.flip(1), audio, video_mask.flip(1))
+    assert memory.feats.shape == (2, 4 + 3 + 1, 32)
+    assert memory.mask.tolist() == [[True] * 3 + [False] + [True, True, False] + [True], [True] * 8]
+    torch.testing.assert_close(shifted.feats[:, 4:7], memory.feats[:, 4:7])  # change items: the change only
+    assert not torch.allclose(shifted.feats[:, :4], memory.feats[:, :4])  # frame items: the frames themselves
+    assert not torch.allclose(reversed_.feats[1, 4:7], memory.feats[1, 4:7].flip(0))  # the direction is kept
+    one_frame = model.caption_memory(video[:, :1], audio)  # no change to read: frames and audio only
+    assert one_frame.feats.shape == (2, 2, 32)
+
+
+def test_frame_change_items_are_off_by_default_so_valor_checkpoints_load(make_model, tiny_cfg) -> None:
+    plain = make_model(cfg=_with_differences(tiny_cfg, False))
+    with_changes = make_model(cfg=_with_differences(tiny_cfg, True))
+    extra = set(with_changes.state_dict()) - set(plain.state_dict())
+    assert extra == {
+        "decoder.difference_proj.weight",
+        "decoder.difference_proj.bias",
+        "decoder.difference_ln.weight",
+        "decoder.difference_ln.bias",
+        "decoder.difference_embedding",
+    }
+    assert VLAConfig().decoder.frame_differences is False
+    with pytest.raises(RuntimeError, match="difference"):
+        plain.load_state_dict(with_changes.state_dict())  # a checkpoint that needs them says so
 
 
 def _check_terminated(seq: torch.Tensor, max_len: int) -> None:
@@ -189,7 +231,8 @@ def test_min_len_and_no_repeat_ngram_shape_the_caption(make_model, make_batch) -
     model, b = make_model(), make_batch(batch=2)
     with torch.no_grad():  # make one ordinary token, then EOT, the most likely ones everywhere
         model.decoder.ln_final.weight.zero_()
-        emb = model.decoder.token_embedding.weight
+        emb = model.decoder.token_embedding.weight  # tied to the LM head: logits = final state @ emb.T
+        emb[320], emb[EOT_TOKEN_ID] = torch.eye(emb.shape[1])[:2]  # orthogonal rows, far above the 0.02 init
         model.decoder.ln_final.bias.copy_(emb[320] * 100 + emb[EOT_TOKEN_ID] * 50)
         memory = model.caption_memory(model.encode_video(b.frames))
     for beam in (1, 3):

@@ -171,6 +171,10 @@ class DecoderConfig:
     tie_lm_head: bool = True  # LM head weight = decoder token embedding
     max_frames: int = 32  # VALOR: learned per-frame / per-slice memory embeddings, (1, 32, width)
     max_audio_slices: int = 32
+    # not in VALOR: the memory also holds the change between consecutive frames' features (f[t+1] - f[t], projected
+    # and normalised on its own), so cross-attention, which averages memory items, can read the direction of motion
+    # (bench/results/motion_probe.md: over frame items alone it does not learn left from right)
+    frame_differences: bool = False
 
     def __post_init__(self) -> None:
         _check_tower("decoder", self.width, self.layers, self.heads, self.mlp_ratio)
@@ -499,6 +503,13 @@ class CaptionDecoder(nn.Module):
         self.frame_embedding = nn.Parameter(0.02 * torch.randn(cfg.max_frames, cfg.width))
         self.slice_embedding = nn.Parameter(0.02 * torch.randn(cfg.max_audio_slices, cfg.width))
         self.modality_embedding = nn.Parameter(0.02 * torch.randn(2, cfg.width))  # row 0 video, row 1 audio
+        self.difference_proj: nn.Linear | None = None
+        self.difference_ln: nn.LayerNorm | None = None
+        self.difference_embedding: nn.Parameter | None = None
+        if cfg.frame_differences:  # per-gap items: their own projection, norm and position embeddings
+            self.difference_proj = nn.Linear(embed_dim, cfg.width)
+            self.difference_ln = nn.LayerNorm(cfg.width)
+            self.difference_embedding = nn.Parameter(0.02 * torch.randn(cfg.max_frames - 1, cfg.width))
         self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu, cross=True)
         self.ln_final = nn.LayerNorm(cfg.width)
         self.lm_head = nn.Linear(cfg.width, self.vocab_size, bias=False)
@@ -515,7 +526,8 @@ class CaptionDecoder(nn.Module):
         video_mask: Tensor | None = None,
         audio_mask: Tensor | None = None,
     ) -> MaskedFeatures:
-        """video [B, F, C] and/or audio [B, S, C] -> memory [B, F+S, D] and its mask (VALOR's concat variant)."""
+        """video [B, F, C] and/or audio [B, S, C] -> memory [B, F+S, D] and its mask (VALOR's concat variant); with
+        ``frame_differences`` the F-1 frame-change items follow the frames: [B, 2F-1+S, D]."""
         parts: list[Tensor] = []
         masks: list[Tensor] = []
         for i, (x, m, pos) in enumerate(
@@ -528,9 +540,24 @@ class CaptionDecoder(nn.Module):
             h = self.memory_ln(self.memory_proj(x)) + pos[: x.shape[1]] + self.modality_embedding[i]  # [B, n, D]
             parts.append(h)
             masks.append(torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if m is None else m.bool())
+            if i == 0 and self.difference_embedding is not None and x.shape[1] > 1:
+                h, gap_mask = self._differences(x, masks[-1])
+                parts.append(h)
+                masks.append(gap_mask)
         if not parts:
             raise ValueError("the caption memory needs video, audio or both")
         return MaskedFeatures(torch.cat(parts, dim=1), torch.cat(masks, dim=1))
+
+    def _differences(self, video: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """video [B, F, C], mask [B, F] -> F-1 items of the change between consecutive frames [B, F-1, D] and their
+        mask (both frames present). The norm scales a small change (a shape moved a few pixels) to the size of any
+        other memory item."""
+        assert self.difference_proj is not None and self.difference_ln is not None
+        assert self.difference_embedding is not None
+        gaps = video.shape[1] - 1
+        h = self.difference_ln(self.difference_proj(video[:, 1:] - video[:, :-1]))  # [B, F-1, D]
+        h = h + self.difference_embedding[:gaps] + self.modality_embedding[0]
+        return h, mask[:, 1:] & mask[:, :-1]
 
     def forward(
         self, tokens: Tensor, memory: Tensor, memory_mask: Tensor | None = None, positions: Tensor | None = None
