@@ -28,37 +28,20 @@ from pathlib import Path
 
 import torch
 from machine import machine, machine_table
+from synth_frames import train_and_held_out
 from torch import Tensor, nn
 
-from avlops.data.manifest import read_manifest
 from avlops.data.synth import MOTIONS
-from avlops.evaluation.dataset import load_eval_set, resolve_manifest
 from avlops.models.vla import CaptionDecoder, VisionEncoder, VLAConfig
-from avlops.preprocessing.shards import read_index
 from avlops.training.params import load_model_config
 
 DIRECTIONS = list(MOTIONS)
-HELD_OUT = ("val", "test")
 READOUTS = ("concat", "frames", "frames+changes")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _split(data: str, cfg: VLAConfig, split: str) -> tuple[Tensor, Tensor]:
-    """Frames [N, F, 3, R, R] and direction labels [N] of one split."""
-    manifest = resolve_manifest(Path(data), read_index(Path(data)).get("manifest"))
-    motion = {e.record.clip_id: str(e.record.attributes["motion"]) for e in read_manifest(manifest)[0]}
-    clips = load_eval_set(data, cfg, split=split, model_name=None)
-    frames, labels = [], []
-    for idx, batch in clips.batches(torch.arange(len(clips.clip_ids)), 64):
-        frames.append(batch.frames)
-        labels += [DIRECTIONS.index(motion[clips.clip_ids[int(i)]]) for i in idx]
-    return torch.cat(frames), torch.tensor(labels)
-
-
 def _data(data: str, cfg: VLAConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    x_train, y_train = _split(data, cfg, "train")
-    held = [_split(data, cfg, s) for s in HELD_OUT]
-    return x_train, y_train, torch.cat([x for x, _ in held]), torch.cat([y for _, y in held])
+    return train_and_held_out(data, cfg, "motion", DIRECTIONS)
 
 
 def centroid_accuracy(frames: Tensor, labels: Tensor) -> float:

@@ -18,38 +18,19 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
+from synth_frames import train_and_held_out
 from torch import Tensor, nn
 
-from avlops.data.manifest import read_manifest
 from avlops.data.synth import SHAPES
 from avlops.evaluation.checkpoint import load_for_evaluation
-from avlops.evaluation.dataset import load_eval_set, resolve_manifest
 from avlops.models.vla import VisionEncoder, VLAConfig
-from avlops.preprocessing.shards import read_index
 from avlops.training.params import load_model_config
-
-HELD_OUT = ("val", "test")
-
-
-def _split(data: str, cfg: VLAConfig, split: str) -> tuple[Tensor, Tensor]:
-    """Frames [N, F, 3, R, R] and shape labels [N] of one split."""
-    manifest = resolve_manifest(Path(data), read_index(Path(data)).get("manifest"))
-    shape = {e.record.clip_id: str(e.record.attributes["shape"]) for e in read_manifest(manifest)[0]}
-    clips = load_eval_set(data, cfg, split=split, model_name=None)
-    frames, labels = [], []
-    for idx, batch in clips.batches(torch.arange(len(clips.clip_ids)), 64):
-        frames.append(batch.frames)
-        labels += [SHAPES.index(shape[clips.clip_ids[int(i)]]) for i in idx]
-    return torch.cat(frames), torch.tensor(labels)
 
 
 def _data(data: str, cfg: VLAConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    x_train, y_train = _split(data, cfg, "train")
-    held = [_split(data, cfg, s) for s in HELD_OUT]
-    return x_train, y_train, torch.cat([x for x, _ in held]), torch.cat([y for _, y in held])
+    return train_and_held_out(data, cfg, "shape", SHAPES)
 
 
 def _accuracy(logits: Tensor, labels: Tensor) -> float:
