@@ -17,6 +17,7 @@ from avlops.evaluation.captioning import (
     JavaNotFoundError,
     caption_scores,
     decode_tokens,
+    detokenize,
     require_java,
     score_caption_sets,
 )
@@ -91,6 +92,29 @@ def test_missing_java_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_java_banner() -> None:
     assert "version" in require_java()
+
+
+@pytest.mark.parametrize(
+    "caption",
+    [
+        'a voice says "four" as the green square falls',
+        'you hear the spoken word "four" and see a green square shape that moves down',
+        "a magenta diamond rises, accompanied by a low-pitched tone",
+        "it's a red circle (small) that doesn't stop: 3.5 s, then 2,000 clicks!",
+        'someone says "one" and "two"',
+        '"quoted" first',
+    ],
+)
+def test_decoded_captions_read_as_sentences(caption: str) -> None:
+    """CLIP's BPE splits punctuation off words; the demo printed 'a voice says " four " as the green square falls'."""
+    tokens = tokenize([caption], context_length=40).tokens
+    assert decode_tokens(tokens) == [caption]
+
+
+def test_detokenize_tolerates_unbalanced_quotes_and_empty_text() -> None:
+    assert detokenize('a voice says " four') == 'a voice says "four'
+    assert detokenize('" ') == '"'
+    assert detokenize("") == ""
 
 
 def test_decode_tokens_round_trips_clip_bpe() -> None:

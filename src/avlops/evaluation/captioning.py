@@ -6,14 +6,19 @@ penalty, as in VALOR's vendored copy). Scores are ×100 as the papers report the
 for display; the values here are not rounded). The tokenizer and METEOR are Java programs: :func:`require_java`
 checks for a runtime first, so a missing one is named instead of failing deep inside a subprocess.
 
-Generated token ids are turned back into text with the same CLIP BPE tokenizer that preprocessing used
-(:func:`decode_tokens`).
+Generated token ids are turned back into text with the same CLIP BPE tokenizer that preprocessing used, then
+detokenised (:func:`decode_tokens`): CLIP's tokenizer splits punctuation off words, so its decoding reads
+`a voice says " four " as a low - pitched tone plays , it 's loud` (and numbers digit by digit); the caption is
+written as a sentence again (`a voice says "four" as a low-pitched tone plays, it's loud`). The metrics are
+unaffected by the spacing of punctuation (the PTB tokenizer splits it off and drops it) but see hyphenated words and
+numbers as the references have them.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -24,7 +29,7 @@ from torch import Tensor
 from avlops.evaluation.names import CAPTION_METRICS
 from avlops.models.vla import EOT_TOKEN_ID, SOT_TOKEN_ID
 
-__all__ = ["JavaNotFoundError", "caption_scores", "decode_tokens", "require_java", "score_caption_sets"]
+__all__ = ["JavaNotFoundError", "caption_scores", "decode_tokens", "detokenize", "require_java", "score_caption_sets"]
 
 _JAVA_HELP = (
     "pycocoevalcap's PTB tokenizer and METEOR run as Java programs. Install a Java runtime (Debian/Ubuntu: "
@@ -54,8 +59,47 @@ def require_java(java: str = "java") -> str:
     return (done.stderr or done.stdout).strip().splitlines()[0] if (done.stderr or done.stdout).strip() else path
 
 
+#: (pattern, replacement) applied in order to CLIP's decoded text, whose punctuation stands apart from the words.
+_JOINS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r" '(s|t|re|ve|m|ll|d)\b"), r"'\1"),  # it 's -> it's, don 't -> don't
+    (re.compile(r"(?<=\d) (?=\d)"), ""),  # CLIP splits every digit: 2 0 0 0 -> 2000
+    (re.compile(r"(\d) ([.,]) (?=\d)"), r"\1\2"),  # 3 . 5 -> 3.5
+    (re.compile(r"(\w) - (?=\w)"), r"\1-"),  # low - pitched -> low-pitched
+    (re.compile(r" ([,.!?;:%)\]}])"), r"\1"),  # tone , -> tone,
+    (re.compile(r"([(\[{]) "), r"\1"),  # ( yes -> (yes
+)
+
+
+def detokenize(text: str) -> str:
+    """CLIP BPE decoded text -> a sentence: punctuation back against its word, double quotes around what they quote
+    (alternately opening and closing), hyphens and contractions joined."""
+    words: list[str] = []
+    opening = True
+    glue_next = False
+    for word in text.split():
+        if word == '"':
+            if opening:
+                words.append('"')
+                glue_next = True
+            elif words:
+                words[-1] += '"'
+            else:
+                words.append('"')
+            opening = not opening
+            continue
+        if glue_next:
+            words[-1] += word
+            glue_next = False
+        else:
+            words.append(word)
+    out = " ".join(words)
+    for pattern, replacement in _JOINS:
+        out = pattern.sub(replacement, out)
+    return out
+
+
 def decode_tokens(tokens: Tensor) -> list[str]:
-    """Token ids [B, n] (SOT … EOT, zero padding) -> caption strings (CLIP BPE decoded, whitespace collapsed)."""
+    """Token ids [B, n] (SOT … EOT, zero padding) -> caption strings (CLIP BPE decoded, then :func:`detokenize`)."""
     from avlops.preprocessing.text import get_tokenizer  # open_clip: imported on first use
 
     tok = get_tokenizer()
@@ -64,7 +108,7 @@ def decode_tokens(tokens: Tensor) -> list[str]:
         ids = row[1:] if row and row[0] == SOT_TOKEN_ID else row
         if EOT_TOKEN_ID in ids:
             ids = ids[: ids.index(EOT_TOKEN_ID)]
-        out.append(" ".join(tok.decode(ids).split()))
+        out.append(detokenize(tok.decode(ids)))
     return out
 
 
